@@ -1,0 +1,61 @@
+"""PII masking rules, generated from the contract.
+
+Every record that leaves the process in a log line, a metric dimension or a capture record goes
+through `Masker.mask` first. Hashing is keyed (HMAC-SHA256), so a hashed id still joins across
+records without being reversible by a dictionary of known ids; the key is a deployment secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from shipml.contract.schema import Contract, PiiPolicy
+
+MASK_CHAR = "*"
+_KEEP_LAST = 4
+
+
+def mask_value(value: Any) -> str:
+    """Keep only the last four characters, so a support agent can still recognise a card."""
+    text = str(value)
+    keep = _KEEP_LAST if len(text) > 2 * _KEEP_LAST else 0
+    return MASK_CHAR * (len(text) - keep) + (text[-keep:] if keep else "")
+
+
+class Masker:
+    """Applies each PII field's policy (keep, mask, hash, drop) to a record."""
+
+    def __init__(self, contract: Contract, *, hash_key: bytes = b"shipml") -> None:
+        self._policies = {f.name: f.pii_policy for f in contract.pii_features}
+        self._key = hash_key
+
+    @property
+    def fields(self) -> set[str]:
+        return set(self._policies)
+
+    def hash_value(self, value: Any) -> str:
+        digest = hmac.new(self._key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"h:{digest[:24]}"
+
+    def mask_field(self, name: str, value: Any) -> Any:
+        """One field's value after its policy; fields without a policy pass unchanged."""
+        policy = self._policies.get(name)
+        if value is None or policy is None or policy == PiiPolicy.keep:
+            return value
+        if policy == PiiPolicy.mask:
+            return mask_value(value)
+        if policy == PiiPolicy.hash:
+            return self.hash_value(value)
+        return None  # drop: callers that build records use `mask`, which removes the key
+
+    def mask(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of `record` that is safe to log, capture or use as a metric dimension."""
+        out: dict[str, Any] = {}
+        for name, value in record.items():
+            if self._policies.get(name) == PiiPolicy.drop:
+                continue
+            out[name] = self.mask_field(name, value)
+        return out

@@ -1,0 +1,29 @@
+"""Domain errors. Hosts map them to responses in one place (HTTP status, CLI exit code)."""
+
+
+class ShipmlError(Exception):
+    """Base of every error shipml raises on purpose; its message is meant for the user."""
+
+
+class ContractError(ShipmlError):
+    """A contract file is missing, malformed or inconsistent."""
+
+
+class DataError(ShipmlError):
+    """A data file does not match the contract (missing column, wrong type) or cannot be read."""
+
+
+class ArtifactError(ShipmlError):
+    """A model artifact is incomplete, corrupt or tampered with."""
+
+
+class RegistryError(ShipmlError):
+    """A registry operation cannot be done (unknown model or version, not approved...)."""
+
+
+class UnknownModelVersion(RegistryError):
+    """The named model or version does not exist."""
+
+
+class OnlineFeatureError(ShipmlError):
+    """Online features could not be fetched and the contract says to refuse rather than default."""

@@ -1,0 +1,113 @@
+"""Scoring: a verified artifact + online features -> predictions. Used by every host.
+
+The onnxruntime session is built once, when a `Predictor` is made (cold start), never per
+request. Serving needs numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from shipml.artifact import Artifact
+from shipml.backends.ports import OnlineStore
+from shipml.contract import FeatureEncoder
+from shipml.errors import OnlineFeatureError
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    id: str | int | None
+    score: float
+    label: bool
+    model_version: str
+    fallbacks: list[str] = []
+
+
+class Predictor:
+    """Scores validated records with one model version."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        model_version: str,
+        online: OnlineStore | None = None,
+        threads: int = 1,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.artifact = artifact
+        self.contract = artifact.contract
+        self.model_version = model_version
+        self.online = online
+        self.encoder = FeatureEncoder(self.contract)
+        if self.encoder.feature_names != artifact.card.feature_names:
+            from shipml.errors import ArtifactError
+
+            raise ArtifactError(
+                f"{artifact.path}: the card's feature names do not match the bundled contract's encoding"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(artifact.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._input = self._session.get_inputs()[0].name
+        self._output = self._session.get_outputs()[0].name
+
+    def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Scores for an encoded float32 matrix, in one onnxruntime call."""
+        if len(matrix) == 0:
+            return np.zeros(0, dtype=np.float32)
+        (scores,) = self._session.run([self._output], {self._input: matrix})
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+    def enrich(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+        """Add online features to each record; return the records and, per record, the defaulted names."""
+        online = self.contract.online_features
+        rows = [dict(r) for r in records]
+        fallbacks: list[list[str]] = [[] for _ in rows]
+        if not online:
+            return rows, fallbacks
+        key = self.contract.entity_key
+        found: dict[str, dict[str, Any]] = {}
+        if self.online is not None:
+            keys = [str(r[key]) for r in rows if r.get(key) is not None]
+            found = self.online.get_many(self.contract.model, keys)
+        for row, flagged in zip(rows, fallbacks, strict=True):
+            item = found.get(str(row.get(key)), {})
+            for feature in online:
+                value = item.get(feature.name)
+                if value is None:
+                    if feature.on_missing == "reject":
+                        raise OnlineFeatureError(
+                            f"online feature {feature.name!r} is not available for this {key} "
+                            "and the contract allows no default"
+                        )
+                    value = feature.default
+                    flagged.append(feature.name)
+                row[feature.name] = value
+        return rows, fallbacks
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        """Predictions for validated request records (dicts of request fields)."""
+        rows, fallbacks = self.enrich(records)
+        scores = self.score_matrix(self.encoder.encode_rows(rows))
+        threshold = self.contract.outputs.threshold
+        id_field = self.contract.id
+        return [
+            Prediction(
+                id=row.get(id_field),
+                score=float(score),
+                label=bool(score >= threshold),
+                model_version=self.model_version,
+                fallbacks=flagged,
+            )
+            for row, score, flagged in zip(rows, scores, fallbacks, strict=True)
+        ]

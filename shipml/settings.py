@@ -1,0 +1,49 @@
+"""Runtime settings: one object, read from the environment once, at the edge of a process.
+
+Nothing reads the environment at import time; the CLI, the app and the Lambda handlers call
+`Settings.from_env()` once and pass the result down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shipml.errors import ShipmlError
+
+ENV_PREFIX = "SHIPML_"
+
+
+class Settings(BaseModel):
+    """Where shipml keeps its state and which model it works on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Annotated[Literal["local", "aws"], Field(description="Which adapters back the ports.")] = "local"
+    root: Annotated[Path, Field(description="Root folder of the local backend.")] = Path(".shipml")
+    model: Annotated[str, Field(description="The model name, as in its contract.")] = "fraud"
+    contract: Annotated[Path, Field(description="Path of the contract file.")] = Path("examples/fraud/contract.yaml")
+    hash_key: Annotated[str, Field(description="Key for hashing PII fields (HMAC-SHA256).", repr=False)] = "shipml-local"
+    live_poll_seconds: Annotated[float, Field(gt=0, description="How often a server rechecks the live alias.")] = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from SHIPML_* variables (e.g. SHIPML_ROOT), then explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + name.upper()
+            if key in environ:
+                values[name] = environ[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise ShipmlError(f"invalid settings: {problems}") from None

@@ -1,0 +1,160 @@
+"""The contract loader: the example loads, and each kind of bad contract gets a clear error."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from shipml.contract import FieldType, build_request_model, load_contract, parse_contract
+from shipml.errors import ContractError
+
+
+@pytest.fixture
+def raw(contract_path: Path) -> dict:
+    return yaml.safe_load(contract_path.read_text())
+
+
+def feature(raw: dict, name: str) -> dict:
+    return next(f for f in raw["features"] if f["name"] == name)
+
+
+def test_example_contract_loads_with_its_views(contract):
+    assert contract.model == "fraud"
+    assert contract.entity_key == "customer_id"
+    assert [f.name for f in contract.online_features] == ["txn_count_24h", "mean_amount_30d", "days_since_first_seen"]
+    assert {f.name for f in contract.pii_features} == {"customer_id", "card_number"}
+    assert all(f.input for f in contract.monitored_features)
+    assert "transaction_id" not in [f.name for f in contract.input_features]
+    assert contract.feature("event_time").type == FieldType.timestamp
+
+
+def _break(raw: dict, change) -> dict:
+    broken = copy.deepcopy(raw)
+    change(broken)
+    return broken
+
+
+BAD_CONTRACTS = {
+    "unknown type": (lambda r: feature(r, "amount").update(type="decimal"), "features[3] (amount).type: unknown value 'decimal'"),
+    "min above max": (lambda r: feature(r, "amount").update(min=10, max=1), "features[3] (amount): min (10.0) is above max (1.0)"),
+    "duplicate feature": (lambda r: r["features"].append(dict(feature(r, "amount"))), "duplicate feature 'amount'"),
+    "segment naming no feature": (
+        lambda r: r["segments"].append({"name": "region", "feature": "region"}),
+        "segment 'region' names no feature ('region')",
+    ),
+    "pii without policy": (lambda r: feature(r, "card_number").pop("pii_policy"), "features[2] (card_number): a PII field needs a pii_policy"),
+    "unknown key": (lambda r: feature(r, "amount").update(maximum=5), "features[3] (amount).maximum: unknown key"),
+    "category without categories": (lambda r: feature(r, "channel").pop("categories"), "needs a non-empty 'categories' list"),
+    "duplicate categories": (lambda r: feature(r, "channel").update(categories=["atm", "atm"]), "categories contain duplicates"),
+    "text as model input": (lambda r: feature(r, "transaction_id").update(input=True), "cannot be a model input"),
+    "online without default": (lambda r: feature(r, "txn_count_24h").pop("default"), "on_missing: default needs a default"),
+    "default out of range": (lambda r: feature(r, "txn_count_24h").update(default=-1), "default -1 is outside [0.0, 10000.0]"),
+    "bad pattern": (lambda r: feature(r, "customer_id").update(pattern="(["), "pattern is not a valid regular expression"),
+    "id naming no feature": (lambda r: r.update(id="txn"), "id 'txn' names no feature"),
+    "target is a feature": (lambda r: r.update(target="amount"), "target 'amount' must not also be a feature"),
+    "event_time not a timestamp": (lambda r: r.update(event_time="amount"), "event_time 'amount' must be a feature of type timestamp"),
+    "numeric segment without bins": (
+        lambda r: r["segments"].append({"name": "amt", "feature": "amount"}),
+        "give 'bins' to slice a numeric feature",
+    ),
+    "bins not ascending": (lambda r: r["segments"][2].update(bins=[100, 10]), "bins need at least two strictly ascending edges"),
+    "threshold out of (0,1)": (lambda r: r["outputs"].update(threshold=1.5), "outputs.threshold: Input should be less than 1"),
+    "bad feature name": (lambda r: feature(r, "amount").update(name="Amount!"), "should match pattern"),
+    "online without entity key": (lambda r: r.pop("entity_key"), "need an entity_key"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONTRACTS), ids=list(BAD_CONTRACTS))
+def test_bad_contract_names_what_and_where(raw, case):
+    change, expected = BAD_CONTRACTS[case]
+    with pytest.raises(ContractError) as caught:
+        parse_contract(_break(raw, change), source="broken.yaml")
+    message = str(caught.value)
+    assert message.startswith("broken.yaml: invalid contract")
+    assert expected in message
+
+
+def test_unreadable_and_non_yaml_files_are_clear_errors(tmp_path):
+    with pytest.raises(ContractError, match="cannot read the contract"):
+        load_contract(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ContractError, match="not valid YAML"):
+        load_contract(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ContractError, match="a contract is a YAML mapping"):
+        load_contract(bad)
+
+
+# ---- the generated request model -------------------------------------------------------------
+
+
+def errors_of(model, body) -> dict[str, str]:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)
+    return {".".join(map(str, e["loc"])): e["type"] for e in caught.value.errors()}
+
+
+def test_request_model_accepts_a_valid_body_and_leaves_out_online_features(contract, request_body):
+    model = build_request_model(contract)
+    parsed = model.model_validate(request_body())
+    assert parsed.amount == 129.99
+    assert parsed.event_time.utcoffset().total_seconds() == 3600
+    assert "txn_count_24h" not in model.model_fields
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("amount", -1, "greater_than_equal"),
+        ("amount", 50_000.01, "less_than_equal"),
+        ("amount", "12.5", "float_type"),
+        ("amount", float("nan"), "finite_number"),
+        ("currency", "XXX", "literal_error"),
+        ("channel", "bike", "literal_error"),
+        ("card_present", "yes", "bool_type"),
+        ("event_time", "2026-01-15T23:45:00", "timezone_aware"),
+        ("event_time", "yesterday", "datetime_from_date_parsing"),
+        ("customer_id", "C1", "string_pattern_mismatch"),
+        ("card_number", "4111-1111", "string_pattern_mismatch"),
+        ("merchant_category", "", "string_too_short"),
+    ],
+)
+def test_request_model_names_the_field_and_rule(contract, request_body, field, value, rule):
+    model = build_request_model(contract)
+    assert errors_of(model, request_body(**{field: value})) == {field: rule}
+
+
+def test_request_model_refuses_unknown_and_missing_fields(contract, request_body):
+    model = build_request_model(contract)
+    body = request_body(txn_count_24h=3)
+    del body["amount"]
+    assert errors_of(model, body) == {"amount": "missing", "txn_count_24h": "extra_forbidden"}
+
+
+def test_unseen_category_with_other_policy_is_accepted(contract, request_body):
+    model = build_request_model(contract)
+    assert model.model_validate(request_body(merchant_category="pet_shops")).merchant_category == "pet_shops"
+
+
+def test_optional_field_may_be_left_out(contract, request_body):
+    body = request_body()
+    del body["card_number"]
+    assert build_request_model(contract).model_validate(body).card_number is None
+
+
+def test_openapi_schema_states_every_rule(contract):
+    schema = build_request_model(contract).model_json_schema()
+    props = schema["properties"]
+    assert props["amount"]["minimum"] == 0.01 and props["amount"]["maximum"] == 50000
+    assert props["currency"]["enum"] == ["EUR", "USD", "GBP", "CHF", "SEK", "PLN"]
+    assert props["customer_id"]["pattern"] == "^C[0-9]{8}$"
+    assert props["event_time"]["format"] == "date-time"
+    assert props["amount"]["description"].startswith("Transaction amount")
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) >= {"amount", "currency", "event_time", "customer_id"}
+    assert "card_number" not in schema["required"]
