@@ -1,0 +1,168 @@
+"""Typed deploy settings, read from the CDK context (cdk.json's "context" block plus `-c key=value`).
+
+cdk.json holds every default at the top level of "context" and a "stages" block with per-stage
+overrides. The selected stage (`stage`, e.g. `-c stage=prod`) must be one of the keys of "stages";
+its overrides are applied on top of the top-level values. A per-stage value therefore wins over the
+same key given with `-c`: change those in cdk.json's "stages" block.
+
+Values passed with `-c` arrive as strings; pydantic's lax mode turns "2" into 2 and "false" into
+False, so the command line needs no JSON quoting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+import aws_cdk as cdk
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stacks import constants
+
+if TYPE_CHECKING:
+    from constructs import Node
+
+STAGES_KEY = "stages"
+
+# SageMaker caps MaxRuntimeInSeconds at 28 days.
+_MAX_TRAINING_RUNTIME_S = 28 * 24 * 3600
+
+
+class SettingsError(ValueError):
+    """The CDK context does not describe a valid deployment; the message names the setting."""
+
+
+class DeploySettings(BaseModel):
+    """Everything the stacks need to know about one deployment of one model in one stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str = Field(pattern=r"^[a-z][a-z0-9-]{0,15}$", description="Deployment stage, e.g. dev or prod.")
+    model_name: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{0,31}$",
+        description="Short model name; part of the stack name and resource names.",
+    )
+    contract_path: PurePosixPath = Field(description="The model's contract YAML, relative to the repo root.")
+    account: str | None = Field(
+        default=None,
+        pattern=r"^\d{12}$",
+        description="AWS account id; unset gives an environment-agnostic stack (synth needs no account).",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",
+        description="AWS region; unset gives an environment-agnostic stack.",
+    )
+    removal_policy: Literal["destroy", "retain"] = Field(
+        description="What happens to stateful resources (buckets, keys) when the stack is deleted.",
+    )
+    deletion_protection: bool = Field(
+        description="Turn on stack termination protection and resource deletion protection.",
+    )
+    training_instance_type: str = Field(
+        pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$", description="SageMaker training instance type."
+    )
+    training_instance_count: int = Field(
+        ge=1, le=64, description="Instances per training job (torchrun nodes)."
+    )
+    training_max_runtime_s: int = Field(
+        ge=60, le=_MAX_TRAINING_RUNTIME_S, description="Training job MaxRuntimeInSeconds."
+    )
+    use_spot: bool = Field(description="Train on managed spot capacity (resumes from checkpoints).")
+    retrain_schedule: str = Field(
+        pattern=r"^(cron|rate)\(.+\)$",
+        description="EventBridge schedule expression for retraining, e.g. cron(0 3 ? * MON *).",
+    )
+    alarm_email: str = Field(default="", description="E-mail subscribed to notifications; empty for none.")
+
+    @field_validator("contract_path")
+    @classmethod
+    def _contract_is_yaml(cls, value: PurePosixPath) -> PurePosixPath:
+        # The file itself is not opened here: synth must not depend on which files exist yet.
+        if value.is_absolute() or value.suffix not in {".yaml", ".yml"}:
+            raise ValueError("must be a relative path to a .yaml or .yml file")
+        return value
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email_or_empty(cls, value: str) -> str:
+        value = value.strip()
+        local, at, domain = value.partition("@")
+        if value and not (local and at and "." in domain and " " not in value):
+            raise ValueError("must be an e-mail address or empty")
+        return value
+
+    @property
+    def stack_name(self) -> str:
+        """The CloudFormation stack name, e.g. `shipml-fraud-dev`."""
+        return constants.stack_name(self.model_name, self.stage)
+
+    @property
+    def cdk_removal_policy(self) -> cdk.RemovalPolicy:
+        """`removal_policy` as the CDK enum the constructs take."""
+        return cdk.RemovalPolicy.RETAIN if self.removal_policy == "retain" else cdk.RemovalPolicy.DESTROY
+
+    @property
+    def env(self) -> cdk.Environment | None:
+        """The stack environment, or None for an environment-agnostic stack."""
+        if self.account is None and self.region is None:
+            return None
+        return cdk.Environment(account=self.account, region=self.region)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Tags for the stack; CloudFormation propagates them to every resource that supports tags."""
+        return {
+            constants.TAG_PROJECT: constants.PROJECT,
+            constants.TAG_STAGE: self.stage,
+            constants.TAG_MODEL: self.model_name,
+        }
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any]) -> Self:
+        """Build the settings from a plain context mapping (cdk.json "context" merged with `-c`).
+
+        Raises SettingsError naming the offending setting, or the unknown stage and the known ones.
+        """
+        stage = context.get("stage")
+        stages = context.get(STAGES_KEY)
+        if not isinstance(stages, Mapping) or not stages:
+            raise SettingsError(
+                f"setting '{STAGES_KEY}' must map each stage name to its overrides "
+                "(run app.py through `npx cdk synth`, which passes cdk.json's context)"
+            )
+        if not isinstance(stage, str) or stage not in stages:
+            known = ", ".join(sorted(stages))
+            raise SettingsError(f"setting 'stage': unknown stage {stage!r}; cdk.json defines: {known}")
+        overrides = stages[stage] or {}
+        if not isinstance(overrides, Mapping):
+            raise SettingsError(f"setting '{STAGES_KEY}.{stage}' must be a mapping of setting overrides")
+        if "stage" in overrides:
+            raise SettingsError(f"setting '{STAGES_KEY}.{stage}.stage': a stage cannot rename itself")
+
+        # The context also holds CDK feature flags and the like: take only the keys we model,
+        # but let stage overrides through unfiltered so a misspelt override is reported.
+        values = {name: context[name] for name in cls.model_fields if context.get(name) is not None}
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, stage=stage, overridden=set(overrides))) from None
+
+    @classmethod
+    def from_node(cls, node: Node) -> Self:
+        """Build the settings from a construct's context (what the CDK CLI passes to the app)."""
+        keys = [*cls.model_fields, STAGES_KEY]
+        return cls.from_context({key: node.try_get_context(key) for key in keys})
+
+
+def _describe(exc: ValidationError, *, stage: str, overridden: set[str]) -> str:
+    """One line per invalid setting, naming where in cdk.json it came from."""
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "?"
+        where = f"{STAGES_KEY}.{stage}.{name}" if name in overridden else name
+        shown = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+        lines.append(f"setting '{where}': {error['msg']}{shown}")
+    return "invalid deploy settings:\n  " + "\n  ".join(lines)
