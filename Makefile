@@ -30,8 +30,9 @@ $(NODESTAMP): package.json package-lock.json
 demo: $(PYSTAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/fraud/demo.sh
 
-## test: the whole suite (unit, integration, infrastructure incl. `cdk synth`, end to end)
+## test: lint, then the whole suite (unit, integration, infrastructure incl. `cdk synth`, end to end)
 test: $(PYSTAMP) $(NODESTAMP)
+	$(VENV)/bin/ruff check .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 unit: $(PYSTAMP)

@@ -56,7 +56,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_artifact(dest_dir: str | Path, *, onnx_bytes: bytes, contract_path: str | Path, card: ModelCard) -> Path:
+def write_artifact(
+    dest_dir: str | Path, *, onnx_bytes: bytes, contract_path: str | Path, card: ModelCard
+) -> Path:
     """Write a complete artifact folder at `dest_dir` atomically (it must not exist yet)."""
     dest = Path(dest_dir)
     contract_text = Path(contract_path).read_text(encoding="utf-8")
@@ -148,7 +150,10 @@ def unpack(data: bytes, dest_dir: str | Path) -> Artifact:
     dest = Path(dest_dir)
     allowed = {*PAYLOAD_FILES, MANIFEST_FILE}
     try:
-        with atomic.atomic_dir(dest, replace=True) as tmp, tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        with (
+            atomic.atomic_dir(dest, replace=True) as tmp,
+            tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar,
+        ):
             for member in tar.getmembers():
                 if member.name not in allowed or not member.isfile():
                     raise ArtifactError(f"unexpected entry {member.name!r} in the artifact archive")

@@ -8,27 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 
+def _sibling(path: Path, suffix: str = ".tmp") -> Path:
+    # Same folder as the target: os.replace is atomic only within one file system. Not mkstemp:
+    # its file is private (0600) and would stay so after the rename.
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}{suffix}")
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically (same-folder temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, tmp.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -37,20 +35,18 @@ def write_text(path: str | Path, text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path next to `path`; on success rename it into place, else remove it.
-
-    For writers that want a file name (pyarrow's ParquetWriter, torch.save).
+    """Yield a temporary file path (not yet created) next to `path`; on success rename it into
+    place, else remove it. For writers that want a file name (pyarrow's ParquetWriter, torch.save).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _sibling(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
 
 

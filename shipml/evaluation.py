@@ -84,7 +84,9 @@ def segment_values(segment: Segment, values: np.ndarray) -> np.ndarray:
         return np.array([MISSING if v is None else str(v) for v in values], dtype=object)
     numbers = np.asarray(values, dtype=np.float64)
     edges = [-np.inf, *segment.bins, np.inf]
-    labels = np.array([_bin_label(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)], dtype=object)
+    labels = np.array(
+        [_bin_label(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)], dtype=object
+    )
     index = np.searchsorted(np.asarray(segment.bins), numbers, side="right")
     out = labels[index]
     out[np.isnan(numbers)] = MISSING

@@ -26,9 +26,15 @@ class Settings(BaseModel):
     backend: Annotated[Literal["local", "aws"], Field(description="Which adapters back the ports.")] = "local"
     root: Annotated[Path, Field(description="Root folder of the local backend.")] = Path(".shipml")
     model: Annotated[str, Field(description="The model name, as in its contract.")] = "fraud"
-    contract: Annotated[Path, Field(description="Path of the contract file.")] = Path("examples/fraud/contract.yaml")
-    hash_key: Annotated[str, Field(description="Key for hashing PII fields (HMAC-SHA256).", repr=False)] = "shipml-local"
-    live_poll_seconds: Annotated[float, Field(gt=0, description="How often a server rechecks the live alias.")] = 5.0
+    contract: Annotated[Path, Field(description="Path of the contract file.")] = Path(
+        "examples/fraud/contract.yaml"
+    )
+    hash_key: Annotated[str, Field(description="Key for hashing PII fields (HMAC-SHA256).", repr=False)] = (
+        "shipml-local"
+    )
+    live_poll_seconds: Annotated[
+        float, Field(gt=0, description="How often a server rechecks the live alias.")
+    ] = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

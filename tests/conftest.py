@@ -97,8 +97,9 @@ def make_artifact(contract: Contract, tmp_path: Path):
             onnx_opset=17,
         )
         target = dest or tmp_path / f"artifact-{next(counter)}"
-        return write_artifact(target, onnx_bytes=logistic_onnx(encoder.width, seed=seed), contract_path=CONTRACT_PATH,
-                              card=card)
+        return write_artifact(
+            target, onnx_bytes=logistic_onnx(encoder.width, seed=seed), contract_path=CONTRACT_PATH, card=card
+        )
 
     return build
 

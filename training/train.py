@@ -342,7 +342,9 @@ def run(paths: Paths, raw_hyperparameters: Mapping[str, Any]) -> None:
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     from shipml.contract import FeatureEncoder, encode_target, load_contract
+    from shipml.contract.validate import validate_table
     from shipml.data import fingerprint, read_table
+    from shipml.errors import DataError
     from shipml.evaluation import roc_auc
     from training.model import ONNX_OPSET, TabularModel, export_onnx, predict
 
@@ -369,7 +371,11 @@ def run(paths: Paths, raw_hyperparameters: Mapping[str, Any]) -> None:
     # Every rank: the same data, the same encoding, the same time-based split.
     contract = load_contract(contract_path)
     encoder = FeatureEncoder(contract)
-    table = read_table(paths.train)
+    # Refuse data that breaks the contract, naming every bad row and column, before any training.
+    report = validate_table(contract, read_table(paths.train), require_target=True)
+    if not report.ok:
+        raise DataError(f"the training data breaks the contract: {report.summary(limit=10)}")
+    table = report.table  # timestamps normalised to UTC
     order = time_order(table, contract.event_time)
     train_idx, hold_idx = holdout_split(order, hp.holdout_fraction)
     train_table, hold_table = table.take(train_idx), table.take(hold_idx)

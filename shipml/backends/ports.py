@@ -146,7 +146,9 @@ class CaptureSink(abc.ABC):
 
 class MetricsSink(abc.ABC):
     @abc.abstractmethod
-    def put(self, name: str, value: float, *, unit: str = "None", dimensions: Mapping[str, str] | None = None) -> None: ...
+    def put(
+        self, name: str, value: float, *, unit: str = "None", dimensions: Mapping[str, str] | None = None
+    ) -> None: ...
 
 
 class Notifier(abc.ABC):

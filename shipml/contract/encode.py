@@ -49,7 +49,9 @@ def _plan(feature: Feature) -> _Slot:
             cats = (*cats, OTHER)
         return _Slot(feature, tuple(f"{name}={c}" for c in cats), cats)
     if feature.type == FieldType.timestamp:
-        return _Slot(feature, tuple(f"{name}:{part}" for part in ("hour_sin", "hour_cos", "dow_sin", "dow_cos")))
+        return _Slot(
+            feature, tuple(f"{name}:{part}" for part in ("hour_sin", "hour_cos", "dow_sin", "dow_cos"))
+        )
     return _Slot(feature, (name,))
 
 
@@ -161,7 +163,9 @@ class FeatureEncoder:
         cats = slot.categories
         # Missing -> the default category if any; unseen -> the OTHER slot when the contract has one.
         fallback = feature.default if feature.default is not None else (OTHER if OTHER in cats else "")
-        text = np.array([fallback if v is None else v for v in values], dtype=str) if rows else np.array([], str)
+        text = (
+            np.array([fallback if v is None else v for v in values], dtype=str) if rows else np.array([], str)
+        )
         order = np.argsort(np.array(cats))
         sorted_cats = np.array(cats)[order]
         pos = np.clip(np.searchsorted(sorted_cats, text), 0, len(cats) - 1)

@@ -34,7 +34,10 @@ def _annotation(feature: Feature) -> Any:
         else:
             base = str
             extra.update(min_length=1, max_length=_MAX_OTHER_CATEGORY_LENGTH)
-            extra["json_schema_extra"] = {**extra.get("json_schema_extra", {}), "examples": feature.categories}
+            extra["json_schema_extra"] = {
+                **extra.get("json_schema_extra", {}),
+                "examples": feature.categories,
+            }
     elif feature.type == FieldType.timestamp:
         base = AwareDatetime  # ISO 8601 with an offset; a naive time is refused
     else:

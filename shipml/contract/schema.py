@@ -164,7 +164,9 @@ class Segment(_Strict):
     @field_validator("bins")
     @classmethod
     def _bins_ascend(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and (len(value) < 2 or any(b >= a for a, b in zip(value[1:], value, strict=False))):
+        if value is not None and (
+            len(value) < 2 or any(b >= a for a, b in zip(value[1:], value, strict=False))
+        ):
             raise ValueError("bins need at least two strictly ascending edges")
         return value
 

@@ -71,11 +71,7 @@ class ValidationReport:
         """One line per invalid row ("column: rule; ..."), aligned with `invalid_table()`."""
         if self.violations.num_rows == 0:
             return pa.array([], pa.string())
-        grouped = (
-            self.violations.group_by("row")
-            .aggregate([("message", "list")])
-            .sort_by("row")
-        )
+        grouped = self.violations.group_by("row").aggregate([("message", "list")]).sort_by("row")
         joined = pc.binary_join(grouped.column("message_list"), "; ")
         return joined
 
@@ -115,7 +111,9 @@ def _expected(feature: Feature) -> str:
     }.get(feature.type, "a string")
 
 
-def _columns_to_check(contract: Contract, include_online: bool, only: Collection[str] | None) -> list[Feature]:
+def _columns_to_check(
+    contract: Contract, include_online: bool, only: Collection[str] | None
+) -> list[Feature]:
     return [
         f
         for f in contract.features
@@ -164,7 +162,9 @@ class _Collector:
         self._pii = {f.name for f in contract.pii_features}
         self._parts: list[pa.RecordBatch] = []
 
-    def add(self, column: str, rule: str, message: str, mask: pa.Array | np.ndarray, values: pa.Array) -> None:
+    def add(
+        self, column: str, rule: str, message: str, mask: pa.Array | np.ndarray, values: pa.Array
+    ) -> None:
         """Record a violation for every row where `mask` is true (nulls in the mask count as false)."""
         if isinstance(mask, np.ndarray):
             hits = np.nonzero(mask)[0]
@@ -210,9 +210,13 @@ def _check_numeric(feature: Feature, values: pa.Array, out: _Collector) -> None:
         fractional = pc.and_(finite, pc.not_equal(pc.floor(as_float), as_float))
         out.add(feature.name, "integer", "must be a whole number", fractional, values)
     if feature.min is not None:
-        out.add(feature.name, "min", f"must be >= {_fmt(feature.min)}", pc.less(as_float, feature.min), values)
+        out.add(
+            feature.name, "min", f"must be >= {_fmt(feature.min)}", pc.less(as_float, feature.min), values
+        )
     if feature.max is not None:
-        out.add(feature.name, "max", f"must be <= {_fmt(feature.max)}", pc.greater(as_float, feature.max), values)
+        out.add(
+            feature.name, "max", f"must be <= {_fmt(feature.max)}", pc.greater(as_float, feature.max), values
+        )
 
 
 def _parse_timestamps(feature: Feature, values: pa.Array, out: _Collector) -> pa.Array:
@@ -287,7 +291,13 @@ def validate_table(
                 mismatch = pc.invert(pc.match_substring_regex(values, feature.pattern))
                 out.add(feature.name, "pattern", f"must match {feature.pattern}", mismatch, values)
             too_long = pc.greater(pc.utf8_length(values), feature.max_length)
-            out.add(feature.name, "max_length", f"must be at most {feature.max_length} characters", too_long, values)
+            out.add(
+                feature.name,
+                "max_length",
+                f"must be at most {feature.max_length} characters",
+                too_long,
+                values,
+            )
         elif feature.type == FieldType.timestamp:
             values = _parse_timestamps(feature, values, out)
         columns[feature.name] = values
@@ -296,6 +306,8 @@ def validate_table(
         out.add(contract.target, "required", "the label is required", pc.is_null(target), target)
         if pa.types.is_integer(target.type):
             not_binary = pc.invert(pc.is_in(target, value_set=pa.array([0, 1], target.type)))
-            out.add(contract.target, "label", "must be 0 or 1", pc.and_(pc.is_valid(target), not_binary), target)
+            out.add(
+                contract.target, "label", "must be 0 or 1", pc.and_(pc.is_valid(target), not_binary), target
+            )
     normalised = pa.table(columns)
     return ValidationReport(table=normalised, valid=out.valid, violations=out.table())

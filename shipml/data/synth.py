@@ -30,13 +30,11 @@ never goes into a Lambda bundle.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from shipml.atomic import atomic_path
 
 # --- the vocabulary of examples/fraud/contract.yaml (tests check these against the YAML) ---------
 CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "PLN")
@@ -268,7 +268,7 @@ def generate(
     }
     frauds = 0
     schema = SCHEMA.with_metadata(metadata)
-    with _atomic_target(Path(path)) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for index, first in enumerate(range(0, rows, chunk_rows)):
             n = min(chunk_rows, rows - first)
             table = _chunk(profiles, seed, index, first, n, rows, start, days, day_cdf, drift)
@@ -313,7 +313,7 @@ def write_online_snapshot(
         },
         schema=SNAPSHOT_SCHEMA,
     )
-    with _atomic_target(Path(path)) as tmp:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return count
 
@@ -625,24 +625,3 @@ def _check_start(value: datetime | None, name: str = "start") -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
     return value.astimezone(UTC)
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` on success and remove it on
-    any error, so that readers see either no file (or the old one) or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target: os.replace is atomic only within one file system. Not mkstemp:
-    # its file is private (0600) and would stay so after the rename.
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"))
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

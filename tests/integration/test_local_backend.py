@@ -24,7 +24,9 @@ def test_versions_are_numbered_and_start_pending(backends, make_artifact):
     assert first.metrics["auc"] == 0.81 and first.description == "first"
     assert [v.version for v in registry.list_versions("fraud")] == [1, 2]
     assert registry.models() == ["fraud"]
-    assert first.artifact_uri.startswith("file://") and first.artifact_uri.endswith("models/fraud/1/model.tar.gz")
+    assert first.artifact_uri.startswith("file://") and first.artifact_uri.endswith(
+        "models/fraud/1/model.tar.gz"
+    )
 
 
 def test_only_an_approved_version_can_go_live(backends, make_artifact):
@@ -125,7 +127,10 @@ def test_online_store_round_trip(backends):
     written = online.put_many("fraud", {"C1": {"txn_count_24h": 3}, "C2": {"txn_count_24h": 5}})
     assert written == 2
     online.put_many("fraud", {"C1": {"txn_count_24h": 4}})
-    assert online.get_many("fraud", ["C1", "C2", "C3"]) == {"C1": {"txn_count_24h": 4}, "C2": {"txn_count_24h": 5}}
+    assert online.get_many("fraud", ["C1", "C2", "C3"]) == {
+        "C1": {"txn_count_24h": 4},
+        "C2": {"txn_count_24h": 5},
+    }
     assert online.get("other_group", "C1") is None
     many = {f"K{i}": {"v": i} for i in range(1_200)}
     online.put_many("big", many)

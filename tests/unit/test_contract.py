@@ -25,7 +25,11 @@ def feature(raw: dict, name: str) -> dict:
 def test_example_contract_loads_with_its_views(contract):
     assert contract.model == "fraud"
     assert contract.entity_key == "customer_id"
-    assert [f.name for f in contract.online_features] == ["txn_count_24h", "mean_amount_30d", "days_since_first_seen"]
+    assert [f.name for f in contract.online_features] == [
+        "txn_count_24h",
+        "mean_amount_30d",
+        "days_since_first_seen",
+    ]
     assert {f.name for f in contract.pii_features} == {"customer_id", "card_number"}
     assert all(f.input for f in contract.monitored_features)
     assert "transaction_id" not in [f.name for f in contract.input_features]
@@ -39,30 +43,75 @@ def _break(raw: dict, change) -> dict:
 
 
 BAD_CONTRACTS = {
-    "unknown type": (lambda r: feature(r, "amount").update(type="decimal"), "features[3] (amount).type: unknown value 'decimal'"),
-    "min above max": (lambda r: feature(r, "amount").update(min=10, max=1), "features[3] (amount): min (10.0) is above max (1.0)"),
-    "duplicate feature": (lambda r: r["features"].append(dict(feature(r, "amount"))), "duplicate feature 'amount'"),
+    "unknown type": (
+        lambda r: feature(r, "amount").update(type="decimal"),
+        "features[3] (amount).type: unknown value 'decimal'",
+    ),
+    "min above max": (
+        lambda r: feature(r, "amount").update(min=10, max=1),
+        "features[3] (amount): min (10.0) is above max (1.0)",
+    ),
+    "duplicate feature": (
+        lambda r: r["features"].append(dict(feature(r, "amount"))),
+        "duplicate feature 'amount'",
+    ),
     "segment naming no feature": (
         lambda r: r["segments"].append({"name": "region", "feature": "region"}),
         "segment 'region' names no feature ('region')",
     ),
-    "pii without policy": (lambda r: feature(r, "card_number").pop("pii_policy"), "features[2] (card_number): a PII field needs a pii_policy"),
-    "unknown key": (lambda r: feature(r, "amount").update(maximum=5), "features[3] (amount).maximum: unknown key"),
-    "category without categories": (lambda r: feature(r, "channel").pop("categories"), "needs a non-empty 'categories' list"),
-    "duplicate categories": (lambda r: feature(r, "channel").update(categories=["atm", "atm"]), "categories contain duplicates"),
-    "text as model input": (lambda r: feature(r, "transaction_id").update(input=True), "cannot be a model input"),
-    "online without default": (lambda r: feature(r, "txn_count_24h").pop("default"), "on_missing: default needs a default"),
-    "default out of range": (lambda r: feature(r, "txn_count_24h").update(default=-1), "default -1 is outside [0.0, 10000.0]"),
-    "bad pattern": (lambda r: feature(r, "customer_id").update(pattern="(["), "pattern is not a valid regular expression"),
+    "pii without policy": (
+        lambda r: feature(r, "card_number").pop("pii_policy"),
+        "features[2] (card_number): a PII field needs a pii_policy",
+    ),
+    "unknown key": (
+        lambda r: feature(r, "amount").update(maximum=5),
+        "features[3] (amount).maximum: unknown key",
+    ),
+    "category without categories": (
+        lambda r: feature(r, "channel").pop("categories"),
+        "needs a non-empty 'categories' list",
+    ),
+    "duplicate categories": (
+        lambda r: feature(r, "channel").update(categories=["atm", "atm"]),
+        "categories contain duplicates",
+    ),
+    "text as model input": (
+        lambda r: feature(r, "transaction_id").update(input=True),
+        "cannot be a model input",
+    ),
+    "online without default": (
+        lambda r: feature(r, "txn_count_24h").pop("default"),
+        "on_missing: default needs a default",
+    ),
+    "default out of range": (
+        lambda r: feature(r, "txn_count_24h").update(default=-1),
+        "default -1 is outside [0.0, 10000.0]",
+    ),
+    "bad pattern": (
+        lambda r: feature(r, "customer_id").update(pattern="(["),
+        "pattern is not a valid regular expression",
+    ),
     "id naming no feature": (lambda r: r.update(id="txn"), "id 'txn' names no feature"),
-    "target is a feature": (lambda r: r.update(target="amount"), "target 'amount' must not also be a feature"),
-    "event_time not a timestamp": (lambda r: r.update(event_time="amount"), "event_time 'amount' must be a feature of type timestamp"),
+    "target is a feature": (
+        lambda r: r.update(target="amount"),
+        "target 'amount' must not also be a feature",
+    ),
+    "event_time not a timestamp": (
+        lambda r: r.update(event_time="amount"),
+        "event_time 'amount' must be a feature of type timestamp",
+    ),
     "numeric segment without bins": (
         lambda r: r["segments"].append({"name": "amt", "feature": "amount"}),
         "give 'bins' to slice a numeric feature",
     ),
-    "bins not ascending": (lambda r: r["segments"][2].update(bins=[100, 10]), "bins need at least two strictly ascending edges"),
-    "threshold out of (0,1)": (lambda r: r["outputs"].update(threshold=1.5), "outputs.threshold: Input should be less than 1"),
+    "bins not ascending": (
+        lambda r: r["segments"][2].update(bins=[100, 10]),
+        "bins need at least two strictly ascending edges",
+    ),
+    "threshold out of (0,1)": (
+        lambda r: r["outputs"].update(threshold=1.5),
+        "outputs.threshold: Input should be less than 1",
+    ),
     "bad feature name": (lambda r: feature(r, "amount").update(name="Amount!"), "should match pattern"),
     "online without entity key": (lambda r: r.pop("entity_key"), "need an entity_key"),
 }

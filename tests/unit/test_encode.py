@@ -25,7 +25,9 @@ def test_layout_follows_the_contract(contract):
 
 def test_values_are_encoded_as_documented(contract, request_body):
     encoder = FeatureEncoder(contract)
-    row = build_request_model(contract).model_validate(request_body(merchant_category="pet_shops")).model_dump()
+    row = (
+        build_request_model(contract).model_validate(request_body(merchant_category="pet_shops")).model_dump()
+    )
     row.update(txn_count_24h=None, mean_amount_30d=200.0, days_since_first_seen=3)
     (vector,) = encoder.encode_rows([row])
     named = dict(zip(encoder.feature_names, vector.tolist(), strict=True))

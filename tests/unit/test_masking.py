@@ -37,7 +37,9 @@ def test_drop_removes_the_field_and_keep_keeps_it(contract):
         if f["name"] == "customer_id":
             f["pii_policy"] = "keep"
     masker = Masker(parse_contract(raw))
-    assert masker.mask({"card_number": CANARY_CARD, "customer_id": CANARY_CUSTOMER}) == {"customer_id": CANARY_CUSTOMER}
+    assert masker.mask({"card_number": CANARY_CARD, "customer_id": CANARY_CUSTOMER}) == {
+        "customer_id": CANARY_CUSTOMER
+    }
 
 
 def test_short_values_are_fully_masked():

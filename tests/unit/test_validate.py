@@ -43,7 +43,10 @@ def test_every_violation_is_reported_by_row_column_and_rule(contract, sample_tab
     }
     assert report.invalid_rows == 5
     assert report.valid_table().num_rows == 45
-    assert report.reasons().to_pylist()[1] == "amount: must be <= 50000; currency: must be one of EUR, USD, GBP, CHF, SEK, PLN"
+    assert (
+        report.reasons().to_pylist()[1]
+        == "amount: must be <= 50000; currency: must be one of EUR, USD, GBP, CHF, SEK, PLN"
+    )
 
 
 def test_pii_values_never_appear_in_a_report(contract, sample_table):
@@ -90,7 +93,10 @@ def test_target_is_required_for_training_data(contract, sample_table):
         validate_table(contract, sample_table.drop_columns(["is_fraud"]), require_target=True)
     labels = pa.array([0, 1, 2, None], pa.int64())
     table = sample_table.slice(0, 4).drop_columns(["is_fraud"]).append_column("is_fraud", labels)
-    rules = {(v["row"], v["rule"]) for v in validate_table(contract, table, require_target=True).violations.to_pylist()}
+    rules = {
+        (v["row"], v["rule"])
+        for v in validate_table(contract, table, require_target=True).violations.to_pylist()
+    }
     assert rules == {(2, "label"), (3, "required")}
 
 

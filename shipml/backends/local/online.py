@@ -42,7 +42,9 @@ class SqliteOnlineStore(OnlineStore):
         for start in range(0, len(unique), _BATCH):
             chunk = unique[start : start + _BATCH]
             marks = ",".join("?" * len(chunk))
-            rows = db.execute(f"SELECT entity, item FROM features WHERE grp = ? AND entity IN ({marks})", (group, *chunk))
+            rows = db.execute(
+                f"SELECT entity, item FROM features WHERE grp = ? AND entity IN ({marks})", (group, *chunk)
+            )
             found.update({entity: json.loads(item) for entity, item in rows})
         return found
 
@@ -50,7 +52,8 @@ class SqliteOnlineStore(OnlineStore):
         db = self._db()
         with db:
             db.executemany(
-                "INSERT INTO features VALUES (?, ?, ?) ON CONFLICT (grp, entity) DO UPDATE SET item = excluded.item",
+                "INSERT INTO features VALUES (?, ?, ?) "
+                "ON CONFLICT (grp, entity) DO UPDATE SET item = excluded.item",
                 ((group, str(key), json.dumps(dict(value), default=str)) for key, value in items.items()),
             )
         return len(items)

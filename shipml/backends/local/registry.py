@@ -102,7 +102,9 @@ class SqliteRegistry(Registry):
             "SELECT * FROM versions WHERE model_name = ? AND version = ?", (model_name, version)
         ).fetchone()
         if row is None:
-            known = [r[0] for r in db.execute("SELECT version FROM versions WHERE model_name = ?", (model_name,))]
+            known = [
+                r[0] for r in db.execute("SELECT version FROM versions WHERE model_name = ?", (model_name,))
+            ]
             hint = f"known versions: {known}" if known else "it has no registered versions"
             raise UnknownModelVersion(f"model {model_name!r} has no version {version} ({hint})")
         return row
@@ -157,7 +159,8 @@ class SqliteRegistry(Registry):
                 aliases = [
                     r[0]
                     for r in db.execute(
-                        "SELECT alias FROM aliases WHERE model_name = ? AND version = ?", (model_name, version)
+                        "SELECT alias FROM aliases WHERE model_name = ? AND version = ?",
+                        (model_name, version),
                     )
                 ]
                 if aliases:

@@ -61,7 +61,9 @@ class JsonLinesMetricsSink(MetricsSink):
         self.path = Path(path)
         self._lock = threading.Lock()
 
-    def put(self, name: str, value: float, *, unit: str = "None", dimensions: Mapping[str, str] | None = None) -> None:
+    def put(
+        self, name: str, value: float, *, unit: str = "None", dimensions: Mapping[str, str] | None = None
+    ) -> None:
         record = {
             "time": datetime.now(UTC).isoformat(),
             "name": name,
@@ -85,5 +87,10 @@ class LogNotifier(Notifier):
         log.log(logging.WARNING if severity != "info" else logging.INFO, "%s: %s", subject, message)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            record = {"time": datetime.now(UTC).isoformat(), "subject": subject, "message": message, "severity": severity}
+            record = {
+                "time": datetime.now(UTC).isoformat(),
+                "subject": subject,
+                "message": message,
+                "severity": severity,
+            }
             handle.write(json.dumps(record) + "\n")

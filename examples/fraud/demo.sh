@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `make demo`: the main job end to end on the local backend, nothing to start by hand:
+# generate data -> validate it -> fill the online store -> train with 2 torchrun workers
+# -> register -> approve -> promote to live -> predict sample requests.
+# Each run starts from a clean demo root, so the output is the same every time.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export SHIPML_ROOT="${SHIPML_ROOT:-.shipml/demo}"
+export SHIPML_CONTRACT="examples/fraud/contract.yaml"
+ROWS="${DEMO_ROWS:-50000}"
+EPOCHS="${DEMO_EPOCHS:-4}"
+DATA="$SHIPML_ROOT/data"
+started=$(date +%s)
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+rm -rf "$SHIPML_ROOT"
+mkdir -p "$DATA"
+
+step "1/7 generate $ROWS synthetic transactions (seeded) and the customers' online features"
+shipml data generate "$DATA/transactions.parquet" --rows "$ROWS" --snapshot "$DATA/customers.parquet"
+
+step "2/7 validate the data against the contract"
+shipml data validate "$DATA/transactions.parquet"
+
+step "3/7 load the customers' features into the online store"
+shipml features load "$DATA/customers.parquet"
+
+step "4/7 train with 2 torchrun workers (gloo) in a local /opt/ml layout, then register"
+shipml train --data "$DATA/transactions.parquet" --workers 2 --epochs "$EPOCHS" --description "make demo"
+
+step "5/7 approve and promote version 1 to live"
+shipml models approve 1
+shipml models promote 1
+shipml models list
+
+step "6/7 predict sample requests with the live model"
+shipml predict --file examples/fraud/requests.jsonl | tee "$SHIPML_ROOT/predictions.jsonl"
+
+step "7/7 summary"
+python - "$SHIPML_ROOT/predictions.jsonl" "$started" <<'PY'
+import json, subprocess, sys, time
+versions = json.loads(subprocess.run(["shipml", "models", "list", "--json"], check=True,
+                                     capture_output=True, text=True).stdout)
+live = next(v for v in versions if "live" in v["aliases"])
+print(f"live model   : {live['model_name']}:{live['version']} ({live['status']}, digest {live['digest'][:12]})")
+print(f"holdout AUC  : {live['metrics']['auc']:.4f} on {live['metrics']['rows']:,} rows")
+for line in open(sys.argv[1]):
+    p = json.loads(line)
+    flags = f"  (defaults used: {', '.join(p['fallbacks'])})" if p["fallbacks"] else ""
+    print(f"prediction   : {p['id']:<20} score {p['score']:.4f}  fraud={p['label']}{flags}")
+print(f"demo time    : {time.time() - float(sys.argv[2]):.0f} s")
+PY
