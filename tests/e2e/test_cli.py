@@ -142,7 +142,9 @@ def test_training_refuses_data_that_breaks_the_contract(env, tmp_path, sample_ta
 
     times = sample_table.column("event_time").cast(pa.string()).to_pylist()
     times[3] = "2026-01-05 10:00:00"  # no offset
-    table = sample_table.set_column(sample_table.column_names.index("event_time"), "event_time", pa.array(times))
+    table = sample_table.set_column(
+        sample_table.column_names.index("event_time"), "event_time", pa.array(times)
+    )
     pq.write_table(table, tmp_path / "bad.parquet")
     runs = Path(env["SHIPML_ROOT"]) / "runs"
     before = set(runs.glob("*/model"))
