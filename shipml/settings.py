@@ -35,6 +35,29 @@ class Settings(BaseModel):
     live_poll_seconds: Annotated[
         float, Field(gt=0, description="How often a server rechecks the live alias.")
     ] = 5.0
+    model_version: Annotated[
+        str,
+        Field(
+            pattern=r"^(live|[0-9]+)$",
+            description="The version a server loads: a number pins it; 'live' follows the registry's live alias.",
+        ),
+    ] = "live"
+    max_body_bytes: Annotated[
+        int, Field(gt=0, description="Largest request body the app accepts (413 above).")
+    ] = 262_144
+    # The aws backend: resource names, passed to the Lambda functions by the CDK stacks.
+    artifact_bucket: Annotated[str | None, Field(description="S3 bucket of artifacts and data (aws).")] = None
+    online_table: Annotated[str | None, Field(description="DynamoDB table of online features (aws).")] = None
+    capture_stream: Annotated[
+        str | None, Field(description="Firehose delivery stream for capture (aws).")
+    ] = None
+    topic_arn: Annotated[str | None, Field(description="SNS topic for notifications (aws).")] = None
+    live_parameter: Annotated[
+        str | None, Field(description="SSM parameter holding the live model version number (aws).")
+    ] = None
+    hash_key_secret: Annotated[
+        str | None, Field(description="Secrets Manager secret holding the PII hash key (aws).")
+    ] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
