@@ -27,3 +27,11 @@ class UnknownModelVersion(RegistryError):
 
 class OnlineFeatureError(ShipmlError):
     """Online features could not be fetched and the contract says to refuse rather than default."""
+
+
+class FeatureSourceUnavailable(ShipmlError):
+    """An online store or external feature source timed out, throttled, failed or answered garbage.
+
+    Adapters raise it (never a botocore or HTTP exception); the predictor then applies each
+    feature's `on_missing` policy: a flagged default, or a 503 naming the feature.
+    """
