@@ -367,6 +367,37 @@ def predict(
         print(prediction.model_dump_json())
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8080,
+    version: Annotated[str | None, typer.Option(help="Pin a version number; default: follow live.")] = None,
+    poll: Annotated[float | None, typer.Option(help="Seconds between checks of the live alias.")] = None,
+) -> None:
+    """Serve the FastAPI app with uvicorn (the same app as on Lambda), following the live alias."""
+    import uvicorn
+
+    from shipml.serving.app import create_app
+    from shipml.serving.factory import local_context
+
+    settings = state.settings.model_copy(
+        update={
+            k: v for k, v in {"model_version": version, "live_poll_seconds": poll}.items() if v is not None
+        }
+    )
+    context = local_context(settings)
+    status = context.holder.status()
+    err.print(f"serving {status.version or 'no model yet'} on http://{host}:{port} (docs at /docs)")
+    if settings.model_version == "live":
+        context.holder.start_polling()
+    try:
+        uvicorn.run(create_app(context), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        context.holder.stop_polling()
+        context.capture.flush()  # nothing buffered is lost on shutdown
+        context.metrics.flush()
+
+
 def main() -> None:
     """Entry point of the `shipml` command."""
     app()

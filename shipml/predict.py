@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from shipml.artifact import Artifact
 from shipml.backends.ports import OnlineStore
 from shipml.contract import FeatureEncoder
-from shipml.errors import OnlineFeatureError
+from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError
 
 
 class Prediction(BaseModel):
@@ -69,7 +69,12 @@ class Predictor:
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     def enrich(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[list[str]]]:
-        """Add online features to each record; return the records and, per record, the defaulted names."""
+        """Add online features to each record; return the records and, per record, the defaulted names.
+
+        A missing item, or a store that is down, slow or throttling (`FeatureSourceUnavailable`),
+        follows each feature's `on_missing`: the contract's default, flagged in the response, or
+        an `OnlineFeatureError` (a 503 at the API) naming the feature.
+        """
         online = self.contract.online_features
         rows = [dict(r) for r in records]
         fallbacks: list[list[str]] = [[] for _ in rows]
@@ -77,17 +82,24 @@ class Predictor:
             return rows, fallbacks
         key = self.contract.entity_key
         found: dict[str, dict[str, Any]] = {}
-        if self.online is not None:
+        unavailable: str | None = None
+        if self.online is None:
+            unavailable = "no online store is configured"
+        else:
             keys = [str(r[key]) for r in rows if r.get(key) is not None]
-            found = self.online.get_many(self.contract.model, keys)
+            try:
+                found = self.online.get_many(self.contract.model, keys)
+            except FeatureSourceUnavailable as exc:
+                unavailable = str(exc)
         for row, flagged in zip(rows, fallbacks, strict=True):
             item = found.get(str(row.get(key)), {})
             for feature in online:
                 value = item.get(feature.name)
                 if value is None:
                     if feature.on_missing == "reject":
+                        reason = unavailable or f"no value for this {key}"
                         raise OnlineFeatureError(
-                            f"online feature {feature.name!r} is not available for this {key} "
+                            f"online feature {feature.name!r} is unavailable ({reason}) "
                             "and the contract allows no default"
                         )
                     value = feature.default
@@ -97,11 +109,17 @@ class Predictor:
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
         """Predictions for validated request records (dicts of request fields)."""
+        return self.predict_enriched(records)[0]
+
+    def predict_enriched(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[Prediction], list[dict[str, Any]]]:
+        """Predictions, and the records as scored (request fields plus online features) for capture."""
         rows, fallbacks = self.enrich(records)
         scores = self.score_matrix(self.encoder.encode_rows(rows))
         threshold = self.contract.outputs.threshold
         id_field = self.contract.id
-        return [
+        predictions = [
             Prediction(
                 id=row.get(id_field),
                 score=float(score),
@@ -111,3 +129,4 @@ class Predictor:
             )
             for row, score, flagged in zip(rows, scores, fallbacks, strict=True)
         ]
+        return predictions, rows

@@ -39,7 +39,7 @@ class Settings(BaseModel):
         str,
         Field(
             pattern=r"^(live|[0-9]+)$",
-            description="The version a server loads: a number pins it; 'live' follows the registry's live alias.",
+            description="The version a server loads: a number pins it; 'live' follows the live alias.",
         ),
     ] = "live"
     max_body_bytes: Annotated[

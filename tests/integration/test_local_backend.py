@@ -145,6 +145,7 @@ def test_capture_metrics_and_notifications_are_readable_files(backends, tmp_path
     parts = list((tmp_path / "root" / "capture").rglob("*.parquet"))
     assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 2
     backends.metrics.put("Latency", 3.5, unit="Milliseconds", dimensions={"model": "fraud"})
+    backends.metrics.flush()
     assert '"name": "Latency"' in (tmp_path / "root" / "metrics" / "metrics.jsonl").read_text()
     backends.notifier.notify("promoted", "fraud:1 is live")
     assert "fraud:1 is live" in (tmp_path / "root" / "notifications.jsonl").read_text()

@@ -55,10 +55,12 @@ class ParquetCaptureSink(CaptureSink):
 
 
 class JsonLinesMetricsSink(MetricsSink):
-    """Appends one JSON object per data point to metrics.jsonl."""
+    """Buffers data points and appends them, one JSON object per line, to metrics.jsonl."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, buffer_points: int = 500) -> None:
         self.path = Path(path)
+        self.buffer_points = buffer_points
+        self._buffer: list[str] = []
         self._lock = threading.Lock()
 
     def put(
@@ -72,9 +74,21 @@ class JsonLinesMetricsSink(MetricsSink):
             "dimensions": dict(dimensions or {}),
         }
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            self._buffer.append(json.dumps(record))
+            if len(self._buffer) >= self.buffer_points:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._buffer:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(self._buffer) + "\n")
+        self._buffer.clear()
 
 
 class LogNotifier(Notifier):

@@ -1,0 +1,48 @@
+"""Lambda handler: API Gateway -> Mangum -> the shipml FastAPI app. Nothing else lives here.
+
+The app, its model and its clients are built once per execution environment, on the first
+invocation (cold start); capture and metrics are flushed at the end of every invocation, so no
+record waits in memory when the environment is frozen or shut down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import correlation_paths, utils
+from mangum import Mangum
+
+logger = Logger(service="shipml")
+_runtime: dict[str, Any] = {}
+
+
+def _build() -> tuple[Mangum, Any]:
+    from shipml.serving.app import create_app
+    from shipml.serving.factory import build_context
+    from shipml.settings import Settings
+
+    utils.copy_config_to_registered_loggers(source_logger=logger, include={"shipml"})
+    context = build_context(Settings.from_env())
+    app = create_app(context)
+    return Mangum(app, lifespan="off", api_gateway_base_path=None), context
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if "app" not in _runtime:
+        _runtime["app"], _runtime["ctx"] = _build()
+        _runtime["ctx"].metrics.put("ColdStart", 1, unit="Count")
+    try:
+        return _runtime["app"](event, context)
+    except Exception:  # noqa: BLE001 - the app answers its own errors; this is an event Mangum cannot read
+        logger.exception("unreadable event")
+        return {
+            "statusCode": 400,
+            "headers": {"content-type": "application/json"},
+            "body": json.dumps({"error": "bad_event", "message": "not an API Gateway request", "errors": []}),
+        }
+    finally:
+        _runtime["ctx"].capture.flush()
+        _runtime["ctx"].metrics.flush()

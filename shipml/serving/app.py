@@ -1,0 +1,366 @@
+"""One FastAPI app, three hosts: Lambda (through Mangum), uvicorn locally, a SageMaker container.
+
+Routes: POST /predict (one record), POST /predict/batch (up to the contract's max_batch_rows),
+GET /health, and SageMaker's container contract GET /ping and POST /invocations (JSON, JSON Lines
+and CSV). Request and response models are generated from the contract, so /openapi.json
+documents every rule. Every route is `async def`: a `def` route hops through a thread pool, which
+costs more than the whole prediction.
+
+Domain errors become responses here, in one place: a rule broken -> 422 naming the field and the
+rule; malformed JSON -> 400; a body over the limit -> 413; no model or an online feature that must
+not default -> 503. Inputs are never echoed back in errors, so PII cannot leak through them.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime,
+# and the request models are local to create_app.
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from shipml.backends.ports import CaptureSink, MetricsSink
+from shipml.contract import Contract, Masker, build_request_model
+from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError, ShipmlError
+from shipml.predict import Prediction, Predictor
+from shipml.serving import invocations
+from shipml.serving.models import ModelHolder
+from shipml.serving.schemas import build_response_models, error_response_model
+
+log = logging.getLogger("shipml.serving")
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class ServiceUnavailable(ShipmlError):
+    """The app cannot answer now (no model loaded); a 503."""
+
+
+@dataclass
+class ServingContext:
+    """What the routes need; built once per process (cold start)."""
+
+    contract: Contract
+    holder: ModelHolder
+    capture: CaptureSink
+    metrics: MetricsSink
+    masker: Masker
+    max_body_bytes: int = 262_144
+    online_check: Callable[[], str] | None = None
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    if _REQUEST_ID.match(given):
+        return given
+    event = request.scope.get("aws.event") or {}
+    aws_id = (event.get("requestContext") or {}).get("requestId") if isinstance(event, dict) else None
+    return str(aws_id) if aws_id else uuid.uuid4().hex
+
+
+def _field(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def _violations(errors: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"field": _field(e["loc"]), "rule": e["type"], "message": e["msg"]} for e in errors]
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the limit with 413 before the app reads them."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+        buffered: list[dict] = []
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> dict:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Callable) -> None:
+        body = json.dumps(
+            {"error": "payload_too_large", "message": f"the request body is over {self.max_bytes} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _json_safe(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def create_app(ctx: ServingContext) -> FastAPI:
+    """The app for one contract. Builds the generated models once; serves whatever `ctx.holder` holds."""
+    contract = ctx.contract
+    RequestModel = build_request_model(contract)  # noqa: N806 - a class
+    PredictResponse, BatchResponse = build_response_models(contract)  # noqa: N806
+    max_rows = contract.serving.max_batch_rows
+
+    class BatchRequest(BaseModel):
+        records: Annotated[
+            list[RequestModel],  # type: ignore[valid-type]
+            Field(min_length=1, max_length=max_rows, description=f"1 to {max_rows} records."),
+        ]
+
+    BatchRequest.__name__ = f"{RequestModel.__name__}Batch"
+    ErrorResponse = error_response_model()  # noqa: N806
+    errors = {
+        400: {"model": ErrorResponse, "description": "Malformed JSON."},
+        413: {"model": ErrorResponse, "description": "Body over the size limit."},
+        422: {
+            "model": ErrorResponse,
+            "description": "A field breaks a contract rule; each names the field and rule.",
+        },
+        503: {
+            "model": ErrorResponse,
+            "description": "No model loaded, or an online feature with no default.",
+        },
+    }
+
+    app = FastAPI(
+        title=f"shipml: {contract.model}",
+        description=contract.description,
+        version=str(contract.version),
+        responses=errors,
+    )
+
+    def current_predictor() -> Predictor:
+        predictor = ctx.holder.predictor
+        if predictor is None:
+            status = ctx.holder.status()
+            raise ServiceUnavailable(f"no model is loaded ({status.error or 'not loaded yet'})")
+        return predictor
+
+    def score(records: list[dict[str, Any]], request_id: str, started: float) -> list[Prediction]:
+        predictor = current_predictor()
+        predictions, rows = predictor.predict_enriched(records)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        now = datetime.now(UTC).isoformat()
+        captured = []
+        fallbacks = 0
+        for prediction, row in zip(predictions, rows, strict=True):
+            fallbacks += len(prediction.fallbacks)
+            masked = ctx.masker.mask({k: _json_safe(v) for k, v in row.items()})
+            captured.append(
+                {
+                    "request_id": request_id,
+                    "time": now,
+                    "model_version": prediction.model_version,
+                    "latency_ms": latency_ms,
+                    **masked,
+                    contract.outputs.score: prediction.score,
+                    contract.outputs.label: prediction.label,
+                    "fallbacks": ",".join(prediction.fallbacks),
+                }
+            )
+        ctx.capture.write(captured)
+        dims = {"model": contract.model}
+        ctx.metrics.put("Latency", latency_ms, unit="Milliseconds", dimensions=dims)
+        ctx.metrics.put("Predictions", len(predictions), unit="Count", dimensions=dims)
+        positives = sum(p.label for p in predictions)
+        ctx.metrics.put("PositivePredictions", positives, unit="Count", dimensions=dims)
+        if fallbacks:
+            ctx.metrics.put("Fallbacks", fallbacks, unit="Count", dimensions=dims)
+        return predictions
+
+    def response_item(prediction: Prediction, request_id: str) -> dict[str, Any]:
+        return {
+            contract.id: prediction.id,
+            contract.outputs.score: prediction.score,
+            contract.outputs.label: prediction.label,
+            "model_version": prediction.model_version,
+            "request_id": request_id,
+            "fallbacks": prediction.fallbacks,
+        }
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable) -> Response:
+        request.state.request_id = _request_id(request)
+        request.state.started = time.perf_counter()
+        response = await call_next(request)
+        response.headers[REQUEST_ID_HEADER] = request.state.request_id
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = _violations(exc.errors())
+        malformed = any(p["rule"] == "json_invalid" for p in problems)
+        ctx.metrics.put("ValidationFailures", 1, unit="Count", dimensions={"model": contract.model})
+        status = 400 if malformed else 422
+        message = "the body is not valid JSON" if malformed else "the request breaks the contract"
+        return JSONResponse(
+            status_code=status,
+            content={
+                "error": "malformed_json" if malformed else "validation_error",
+                "message": message,
+                "request_id": request.state.request_id,
+                "errors": problems,
+            },
+        )
+
+    @app.exception_handler(ServiceUnavailable)
+    @app.exception_handler(OnlineFeatureError)
+    @app.exception_handler(FeatureSourceUnavailable)
+    async def unavailable(request: Request, exc: ShipmlError) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={
+                "error": "unavailable",
+                "message": str(exc),
+                "request_id": request.state.request_id,
+                "errors": [],
+            },
+            headers={"retry-after": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never echo internals; the log (masked, with the request id) has the details.
+        log.exception(
+            "unexpected error on %s %s (request %s)",
+            request.method,
+            request.url.path,
+            getattr(request.state, "request_id", "?"),
+        )
+        return JSONResponse(
+            status_code=500,
+            content={
+                "error": "internal",
+                "message": "internal error",
+                "request_id": getattr(request.state, "request_id", None),
+                "errors": [],
+            },
+        )
+
+    @app.post("/predict", response_model=PredictResponse, summary="Score one record")
+    async def predict(request: Request, record: Annotated[RequestModel, Body()]) -> dict[str, Any]:  # type: ignore[valid-type]
+        request_id = request.state.request_id
+        (prediction,) = score([record.model_dump()], request_id, request.state.started)
+        return response_item(prediction, request_id)
+
+    @app.post("/predict/batch", response_model=BatchResponse, summary=f"Score up to {max_rows} records")
+    async def predict_batch(request: Request, batch: BatchRequest) -> dict[str, Any]:
+        request_id = request.state.request_id
+        predictions = score([r.model_dump() for r in batch.records], request_id, request.state.started)
+        return {
+            "request_id": request_id,
+            "model_version": predictions[0].model_version,
+            "predictions": [response_item(p, request_id) for p in predictions],
+        }
+
+    @app.get("/health", summary="Model version, loaded or not, backends reachable")
+    async def health() -> JSONResponse:
+        status = ctx.holder.status()
+        online = ctx.online_check() if ctx.online_check else "not configured"
+        healthy = status.loaded and online in ("ok", "not configured")
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "model": contract.model,
+            "model_version": status.version,
+            "model_loaded": status.loaded,
+            "model_error": status.error,
+            "backends": {"online": online},
+        }
+        return JSONResponse(status_code=200 if healthy else 503, content=body)
+
+    @app.get("/ping", summary="SageMaker container health check")
+    async def ping() -> Response:
+        return Response(status_code=200 if ctx.holder.predictor is not None else 503)
+
+    @app.post(
+        "/invocations",
+        summary="SageMaker container inference (JSON, JSON Lines or CSV; one or many records)",
+        openapi_extra={
+            "requestBody": {"content": {t: {} for t in invocations.CONTENT_TYPES}, "required": True}
+        },
+    )
+    async def invoke(request: Request) -> Response:
+        request_id = request.state.request_id
+        content_type = invocations.media_type(request.headers.get("content-type"))
+        raw = await request.body()
+        try:
+            records = invocations.parse(raw, content_type, contract)
+        except invocations.PayloadError as exc:
+            return JSONResponse(
+                status_code=exc.status,
+                content={"error": "bad_payload", "message": str(exc), "request_id": request_id, "errors": []},
+            )
+        if not records:
+            return JSONResponse(
+                status_code=400,
+                content={
+                    "error": "bad_payload",
+                    "message": "no records in the body",
+                    "request_id": request_id,
+                    "errors": [],
+                },
+            )
+        validated, problems = [], []
+        for index, record in enumerate(records):
+            try:
+                validated.append(RequestModel.model_validate(record).model_dump())
+            except ValidationError as exc:
+                problems.extend({**p, "field": f"{index}.{p['field']}"} for p in _violations(exc.errors()))
+        if problems:
+            ctx.metrics.put("ValidationFailures", 1, unit="Count", dimensions={"model": contract.model})
+            return JSONResponse(
+                status_code=422,
+                content={
+                    "error": "validation_error",
+                    "message": "records break the contract",
+                    "request_id": request_id,
+                    "errors": problems,
+                },
+            )
+        predictions = score(validated, request_id, request.state.started)
+        items = [response_item(p, request_id) for p in predictions]
+        accept = invocations.media_type(request.headers.get("accept")) or content_type
+        body, media = invocations.render(items, accept, contract)
+        return Response(content=body, media_type=media)
+
+    # Outermost, so that an oversized body is refused before anything reads it.
+    app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
+    return app
