@@ -390,12 +390,8 @@ def serve(
     err.print(f"serving {status.version or 'no model yet'} on http://{host}:{port} (docs at /docs)")
     if settings.model_version == "live":
         context.holder.start_polling()
-    try:
-        uvicorn.run(create_app(context), host=host, port=port, log_level="warning", access_log=False)
-    finally:
-        context.holder.stop_polling()
-        context.capture.flush()  # nothing buffered is lost on shutdown
-        context.metrics.flush()
+    # The app's lifespan flushes capture and metrics on shutdown (SIGINT/SIGTERM).
+    uvicorn.run(create_app(context), host=host, port=port, log_level="warning", access_log=False)
 
 
 def main() -> None:

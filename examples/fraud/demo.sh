@@ -18,27 +18,37 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 rm -rf "$SHIPML_ROOT"
 mkdir -p "$DATA"
 
-step "1/7 generate $ROWS synthetic transactions (seeded) and the customers' online features"
+step "1/8 generate $ROWS synthetic transactions (seeded) and the customers' online features"
 shipml data generate "$DATA/transactions.parquet" --rows "$ROWS" --snapshot "$DATA/customers.parquet"
 
-step "2/7 validate the data against the contract"
+step "2/8 validate the data against the contract"
 shipml data validate "$DATA/transactions.parquet"
 
-step "3/7 load the customers' features into the online store"
+step "3/8 load the customers' features into the online store"
 shipml features load "$DATA/customers.parquet"
 
-step "4/7 train with 2 torchrun workers (gloo) in a local /opt/ml layout, then register"
+step "4/8 train with 2 torchrun workers (gloo) in a local /opt/ml layout, then register"
 shipml train --data "$DATA/transactions.parquet" --workers 2 --epochs "$EPOCHS" --description "make demo"
 
-step "5/7 approve and promote version 1 to live"
+step "5/8 approve and promote version 1 to live"
 shipml models approve 1
 shipml models promote 1
 shipml models list
 
-step "6/7 predict sample requests with the live model"
+step "6/8 predict sample requests with the live model"
 shipml predict --file examples/fraud/requests.jsonl | tee "$SHIPML_ROOT/predictions.jsonl"
 
-step "7/7 summary"
+step "7/8 serve the live model over HTTP (the same app as on Lambda) and send real requests"
+PORT="${DEMO_PORT:-8765}"
+shipml serve --port "$PORT" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+python examples/fraud/http_demo.py "http://127.0.0.1:$PORT"
+kill -TERM $server && wait $server 2>/dev/null || true
+trap - EXIT
+echo "captured predictions: $(find "$SHIPML_ROOT/capture" -name '*.parquet' | wc -l) Parquet part(s) under $SHIPML_ROOT/capture"
+
+step "8/8 summary"
 python - "$SHIPML_ROOT/predictions.jsonl" "$started" <<'PY'
 import json, subprocess, sys, time
 versions = json.loads(subprocess.run(["shipml", "models", "list", "--json"], check=True,

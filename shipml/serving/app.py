@@ -18,7 +18,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -74,7 +75,15 @@ def _field(loc: Sequence[Any]) -> str:
 
 
 def _violations(errors: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"field": _field(e["loc"]), "rule": e["type"], "message": e["msg"]} for e in errors]
+    # A JSON syntax error's location is a character offset, not a field: name the body instead.
+    return [
+        {
+            "field": "body" if e["type"] == "json_invalid" else _field(e["loc"]),
+            "rule": e["type"],
+            "message": e["msg"],
+        }
+        for e in errors
+    ]
 
 
 class BodyLimit:
@@ -160,7 +169,17 @@ def create_app(ctx: ServingContext) -> FastAPI:
         },
     }
 
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Shutdown of a long-running host (uvicorn): nothing buffered is lost. Lambda runs with
+        # lifespan off and flushes after every invocation instead.
+        ctx.holder.stop_polling()
+        ctx.capture.flush()
+        ctx.metrics.flush()
+
     app = FastAPI(
+        lifespan=lifespan,
         title=f"shipml: {contract.model}",
         description=contract.description,
         version=str(contract.version),
