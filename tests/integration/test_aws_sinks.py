@@ -1,0 +1,118 @@
+"""The aws adapters for blobs, capture, metrics and notifications, against moto."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from shipml.backends.aws.blob import S3BlobStore
+from shipml.backends.aws.sinks import CaptureLost, EmfMetricsSink, FirehoseCaptureSink, SnsNotifier
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.session.Session(region_name=REGION)
+
+
+def test_s3_blob_store(aws):
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
+    blobs = S3BlobStore(s3, "artifacts", prefix="shipml")
+    blobs.put_bytes("models/fraud/1/model.tar.gz", b"packed")
+    assert blobs.get_bytes("models/fraud/1/model.tar.gz") == b"packed"
+    assert blobs.exists("models/fraud/1/model.tar.gz") and not blobs.exists("models/fraud/2/model.tar.gz")
+    assert blobs.list("models/") == ["models/fraud/1/model.tar.gz"]
+    assert blobs.uri("models/x") == "s3://artifacts/shipml/models/x"
+    with pytest.raises(KeyError):
+        blobs.get_bytes("models/absent")
+    with pytest.raises(ValueError, match="invalid blob key"):
+        blobs.put_bytes("../escape", b"x")
+
+
+def test_firehose_capture_delivers_every_record(aws):
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+    firehose = aws.client("firehose")
+    firehose.create_delivery_stream(
+        DeliveryStreamName="capture",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "BucketARN": "arn:aws:s3:::lake",
+            "Prefix": "capture/",
+        },
+    )
+    sink = FirehoseCaptureSink(firehose, "capture")
+    sink.write([{"request_id": f"r{i}", "score": i / 1000} for i in range(1_234)])
+    sink.flush()
+    sink.flush()  # nothing left: a second flush sends nothing
+    lines = []
+    for item in s3.list_objects_v2(Bucket="lake", Prefix="capture/").get("Contents", []):
+        lines.extend(s3.get_object(Bucket="lake", Key=item["Key"])["Body"].read().decode().splitlines())
+    assert sorted(json.loads(line)["request_id"] for line in lines) == sorted(f"r{i}" for i in range(1_234))
+
+
+def test_firehose_resends_only_failed_records_and_reports_loss():
+    client = boto3.client("firehose", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    sink = FirehoseCaptureSink(client, "capture", max_attempts=2, base_delay_s=0)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "put_record_batch",
+            {
+                "FailedPutCount": 1,
+                "RequestResponses": [{"RecordId": "a"}, {"ErrorCode": "ServiceUnavailable"}],
+            },
+            {"DeliveryStreamName": "capture", "Records": [{"Data": b'{"n": 1}\n'}, {"Data": b'{"n": 2}\n'}]},
+        )
+        stub.add_response(
+            "put_record_batch",
+            {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "b"}]},
+            {"DeliveryStreamName": "capture", "Records": [{"Data": b'{"n": 2}\n'}]},
+        )
+        sink.write([{"n": 1}, {"n": 2}])
+        sink.flush()
+        stub.assert_no_pending_responses()
+    failing = {"FailedPutCount": 1, "RequestResponses": [{"ErrorCode": "ServiceUnavailable"}]}
+    with Stubber(client) as stub:
+        stub.add_response("put_record_batch", failing)
+        stub.add_response("put_record_batch", failing)
+        sink.write([{"n": 3}])
+        with pytest.raises(CaptureLost, match="1 capture records could not be delivered"):
+            sink.flush()
+
+
+def test_emf_metrics_are_printed_as_embedded_metric_format(capsys):
+    sink = EmfMetricsSink("shipml", "fraud", default_dimensions={"model": "fraud"})
+    sink.put("Latency", 3.0, unit="Milliseconds", dimensions={"model": "fraud"})
+    sink.put("Predictions", 2, unit="Count")
+    sink.flush()
+    document = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "shipml"
+    assert document["Latency"] == [3.0] and document["Predictions"] == [2.0] and document["model"] == "fraud"
+
+
+def test_sns_notifier(aws):
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    topic = sns.create_topic(Name="alerts")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    SnsNotifier(sns, topic).notify("model promoted", "fraud:2 is live", severity="warning")
+    (message,) = sqs.receive_message(QueueUrl=queue)["Messages"]
+    envelope = json.loads(message["Body"])
+    assert envelope["Subject"] == "[warning] model promoted" and envelope["Message"] == "fraud:2 is live"
+    assert envelope["MessageAttributes"]["severity"]["Value"] == "warning"
