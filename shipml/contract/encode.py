@@ -12,7 +12,7 @@ Serving imports this module, so it needs numpy only; pyarrow is imported lazily 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -72,16 +72,45 @@ def _epoch_seconds(values: Any) -> np.ndarray:
     return out
 
 
+def _float_block(columns: Mapping[str, Any], names: Sequence[str], rows: int) -> np.ndarray:
+    """The named columns as a (rows, len(names)) float64 block, NaN for missing values.
+
+    Lists of Python values (the serving path, a few rows) are gathered in one pass; arrays (the
+    offline path, millions of rows) are converted column by column, without a Python loop.
+    """
+    values = [columns.get(name) for name in names]
+    if all(isinstance(v, list) for v in values):
+        flat = (np.nan if x is None else x for column in values for x in column)
+        return np.fromiter(flat, dtype=np.float64, count=rows * len(names)).reshape(len(names), rows).T
+    block = np.empty((rows, len(names)), dtype=np.float64)
+    for j, column in enumerate(values):
+        block[:, j] = np.nan if column is None else _floats(column)
+    return block
+
+
 def _floats(values: Any) -> np.ndarray:
     """Numbers or booleans with None/NaN for missing -> float64 with NaN for missing."""
-    array = np.asarray(values)
-    if array.dtype == object:
-        array = np.array([np.nan if v is None else v for v in array], dtype=np.float64)
-    return array.astype(np.float64, copy=False)
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values.astype(np.float64, copy=False)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _CategoryPlan:
+    name: str
+    offset: int
+    index: dict[str, int]
+    unseen: int  # column for a value outside the list: OTHER's, or -1 (all zeros)
+    missing: int  # column for a missing value: the default's, else OTHER's, else -1
 
 
 class FeatureEncoder:
-    """Turns records into the model's input matrix, following the contract's input features."""
+    """Turns records into the model's input matrix, following the contract's input features.
+
+    The work is planned once per contract and done in a few vectorised blocks (all scalar
+    features at once, one pass per category feature), so one row costs microseconds and a
+    million rows cost well under a second per column.
+    """
 
     input_name = "features"
 
@@ -89,10 +118,45 @@ class FeatureEncoder:
         self.contract = contract
         self._slots = [_plan(f) for f in contract.input_features]
         self.feature_names: list[str] = [n for slot in self._slots for n in slot.names]
+        scalars: list[tuple[Feature, int]] = []
+        self._categories: list[_CategoryPlan] = []
+        self._timestamps: list[tuple[str, int]] = []
+        offset = 0
+        for slot in self._slots:
+            feature = slot.feature
+            if feature.type == FieldType.category:
+                index = {c: i for i, c in enumerate(slot.categories)}
+                other = index.get(OTHER, -1)
+                missing = index[feature.default] if feature.default is not None else other
+                self._categories.append(_CategoryPlan(feature.name, offset, index, other, missing))
+            elif feature.type == FieldType.timestamp:
+                self._timestamps.append((feature.name, offset))
+            else:
+                scalars.append((feature, offset))
+            offset += slot.width
+        self._scalar_names = [f.name for f, _ in scalars]
+        self._scalar_columns = np.array([col for _, col in scalars], dtype=np.intp)
+        # Missing -> the contract's default (else 0); then clip to [min, max]; then log1p where asked.
+        self._defaults = np.array([float(f.default) if f.default is not None else 0.0 for f, _ in scalars])
+        self._low = np.array([f.min if f.is_numeric and f.min is not None else -np.inf for f, _ in scalars])
+        self._high = np.array([f.max if f.is_numeric and f.max is not None else np.inf for f, _ in scalars])
+        self._log1p = np.array([f.transform == "log1p" for f, _ in scalars], dtype=bool)
+        self._any_log1p = bool(self._log1p.any())
+        self._category_offsets = np.array([plan.offset for plan in self._categories], dtype=np.intp)
 
     @property
     def width(self) -> int:
         return len(self.feature_names)
+
+    def _category_indices(self, columns: Mapping[str, Any], rows: int) -> Iterator[int]:
+        for plan in self._categories:
+            values = columns.get(plan.name)
+            if values is None:
+                yield from (plan.missing for _ in range(rows))
+                continue
+            lookup, unseen, missing = plan.index.get, plan.unseen, plan.missing
+            for value in values:
+                yield missing if value is None else lookup(value, unseen)
 
     @property
     def input_columns(self) -> list[str]:
@@ -102,15 +166,39 @@ class FeatureEncoder:
     def encode_columns(self, columns: Mapping[str, Any], rows: int | None = None) -> np.ndarray:
         """Encode column arrays (one per input feature; None/NaN = missing) into float32 (rows, width)."""
         if rows is None:
-            rows = len(columns[self._slots[0].feature.name]) if self._slots else 0
+            rows = len(next(iter(columns.values()))) if columns else 0
         out = np.zeros((rows, self.width), dtype=np.float32)
-        col = 0
-        for slot in self._slots:
-            values = columns.get(slot.feature.name)
-            if values is None:
-                values = [None] * rows
-            out[:, col : col + slot.width] = self._encode_one(slot, values, rows)
-            col += slot.width
+        if rows == 0:
+            return out
+        if self._scalar_names:
+            block = _float_block(columns, self._scalar_names, rows)
+            block = np.where(np.isnan(block), self._defaults, block)
+            np.clip(block, self._low, self._high, out=block)
+            if self._any_log1p:
+                block[:, self._log1p] = np.log1p(block[:, self._log1p])
+            out[:, self._scalar_columns] = block
+        if self._categories:
+            # One-hot: the column index of every (category feature, row), then set them all at once.
+            index = np.fromiter(
+                self._category_indices(columns, rows), dtype=np.intp, count=rows * len(self._categories)
+            )
+            index = index.reshape(len(self._categories), rows)
+            feature_at, row_at = np.nonzero(index >= 0)
+            out[row_at, self._category_offsets[feature_at] + index[feature_at, row_at]] = 1.0
+        for name, offset in self._timestamps:
+            values = columns.get(name)
+            seconds = np.full(rows, np.nan) if values is None else _epoch_seconds(values)
+            missing_time = np.isnan(seconds)
+            if missing_time.any():
+                seconds = np.where(missing_time, 0.0, seconds)
+            hour_angle = np.mod(seconds, _SECONDS_PER_DAY) * (2 * math.pi / _SECONDS_PER_DAY)
+            day_angle = np.mod(np.floor(seconds / _SECONDS_PER_DAY) + _EPOCH_WEEKDAY, 7) * (2 * math.pi / 7)
+            out[:, offset] = np.sin(hour_angle)
+            out[:, offset + 1] = np.cos(hour_angle)
+            out[:, offset + 2] = np.sin(day_angle)
+            out[:, offset + 3] = np.cos(day_angle)
+            if missing_time.any():
+                out[missing_time, offset : offset + 4] = 0.0  # a missing time carries no signal
         return out
 
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -126,57 +214,6 @@ class FeatureEncoder:
             if name in table.column_names
         }
         return self.encode_columns(columns, table.num_rows)
-
-    def _encode_one(self, slot: _Slot, values: Any, rows: int) -> np.ndarray:
-        feature = slot.feature
-        if feature.type == FieldType.category:
-            return self._one_hot(slot, values, rows)
-        if feature.type == FieldType.timestamp:
-            seconds = _epoch_seconds(values)
-            hours = np.mod(seconds, _SECONDS_PER_DAY) / 3600.0
-            days = np.mod(np.floor(seconds / _SECONDS_PER_DAY) + _EPOCH_WEEKDAY, 7)
-            parts = np.stack(
-                [
-                    np.sin(2 * math.pi * hours / 24),
-                    np.cos(2 * math.pi * hours / 24),
-                    np.sin(2 * math.pi * days / 7),
-                    np.cos(2 * math.pi * days / 7),
-                ],
-                axis=1,
-            )
-            return np.nan_to_num(parts, nan=0.0)
-        # number, integer, boolean: one column; missing -> the contract's default (else 0).
-        numbers = _floats(values)
-        fill = float(feature.default) if feature.default is not None else 0.0
-        numbers = np.where(np.isnan(numbers), fill, numbers)
-        if feature.is_numeric:
-            low = feature.min if feature.min is not None else -np.inf
-            high = feature.max if feature.max is not None else np.inf
-            numbers = np.clip(numbers, low, high)
-            if feature.transform == "log1p":
-                numbers = np.log1p(numbers)
-        return numbers.reshape(rows, 1)
-
-    @staticmethod
-    def _one_hot(slot: _Slot, values: Any, rows: int) -> np.ndarray:
-        feature = slot.feature
-        cats = slot.categories
-        # Missing -> the default category if any; unseen -> the OTHER slot when the contract has one.
-        fallback = feature.default if feature.default is not None else (OTHER if OTHER in cats else "")
-        text = (
-            np.array([fallback if v is None else v for v in values], dtype=str) if rows else np.array([], str)
-        )
-        order = np.argsort(np.array(cats))
-        sorted_cats = np.array(cats)[order]
-        pos = np.clip(np.searchsorted(sorted_cats, text), 0, len(cats) - 1)
-        found = sorted_cats[pos] == text
-        index = np.where(found, order[pos], -1)
-        if OTHER in cats:
-            index = np.where(index < 0, cats.index(OTHER), index)
-        out = np.zeros((rows, len(cats)), dtype=np.float32)
-        hit = index >= 0
-        out[np.nonzero(hit)[0], index[hit]] = 1.0
-        return out
 
 
 def encode_target(contract: Contract, table: pa.Table) -> np.ndarray:
