@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -248,7 +248,8 @@ def create_app(ctx: ServingContext) -> FastAPI:
         ctx.metrics.put("Latency", latency_ms, unit="Milliseconds", dimensions=dims)
         ctx.metrics.put("Predictions", len(predictions), unit="Count", dimensions=dims)
         positives = sum(p.label for p in predictions)
-        ctx.metrics.put("PositivePredictions", positives, unit="Count", dimensions=dims)
+        if positives:  # predictions by label: positives are rare, so the common case costs nothing
+            ctx.metrics.put("PositivePredictions", positives, unit="Count", dimensions=dims)
         if fallbacks:
             ctx.metrics.put("Fallbacks", fallbacks, unit="Count", dimensions=dims)
         return predictions
@@ -314,8 +315,23 @@ def create_app(ctx: ServingContext) -> FastAPI:
             },
         )
 
-    @app.post("/predict", response_model=PredictResponse, summary="Score one record")
-    async def predict(request: Request, record: Annotated[RequestModel, Body()]) -> JSONResponse:  # type: ignore[valid-type]
+    request_schema = {"$ref": f"#/components/schemas/{RequestModel.__name__}"}
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        summary="Score one record",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}}
+        },
+    )
+    async def predict(request: Request) -> JSONResponse:
+        # The body is validated by pydantic-core straight from the JSON bytes: the same model and
+        # the same errors as a typed body parameter, at a third of FastAPI's per-request cost.
+        try:
+            record = RequestModel.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
         request_id = request.state.request_id
         (prediction,) = score([record.model_dump()], request_id, request.state.started)
         # The items are built from validated values, so FastAPI's second pass over the response
