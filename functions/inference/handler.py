@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths, utils
 from mangum import Mangum
 
 logger = Logger(service="shipml")
+# X-Ray tracing; Powertools turns it off outside Lambda (tests, local runs).
+tracer = Tracer(service="shipml")
 _runtime: dict[str, Any] = {}
 
 
@@ -30,6 +32,7 @@ def _build() -> tuple[Mangum, Any]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)  # responses are not traced: they carry ids
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "app" not in _runtime:
         _runtime["app"], _runtime["ctx"] = _build()
