@@ -12,7 +12,7 @@ Serving imports this module, so it needs numpy only; pyarrow is imported lazily 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,8 @@ def _plan(feature: Feature) -> _Slot:
 
 def _epoch_seconds(values: Any) -> np.ndarray:
     """Timestamps (datetime64, aware datetimes or ISO strings with offset) -> UTC epoch seconds."""
+    if _is_arrow(values):
+        values = values.to_numpy(zero_copy_only=False)  # timestamp -> datetime64 (UTC), NaT for nulls
     array = np.asarray(values)
     if np.issubdtype(array.dtype, np.datetime64):
         seconds = array.astype("datetime64[us]").astype(np.int64) / 1e6
@@ -88,8 +90,17 @@ def _float_block(columns: Mapping[str, Any], names: Sequence[str], rows: int) ->
     return block
 
 
+def _is_arrow(values: Any) -> bool:
+    return type(values).__module__.startswith("pyarrow")
+
+
 def _floats(values: Any) -> np.ndarray:
     """Numbers or booleans with None/NaN for missing -> float64 with NaN for missing."""
+    if _is_arrow(values):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
     if isinstance(values, np.ndarray) and values.dtype != object:
         return values.astype(np.float64, copy=False)
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
@@ -142,21 +153,32 @@ class FeatureEncoder:
         self._high = np.array([f.max if f.is_numeric and f.max is not None else np.inf for f, _ in scalars])
         self._log1p = np.array([f.transform == "log1p" for f, _ in scalars], dtype=bool)
         self._any_log1p = bool(self._log1p.any())
-        self._category_offsets = np.array([plan.offset for plan in self._categories], dtype=np.intp)
 
     @property
     def width(self) -> int:
         return len(self.feature_names)
 
-    def _category_indices(self, columns: Mapping[str, Any], rows: int) -> Iterator[int]:
-        for plan in self._categories:
-            values = columns.get(plan.name)
-            if values is None:
-                yield from (plan.missing for _ in range(rows))
-                continue
-            lookup, unseen, missing = plan.index.get, plan.unseen, plan.missing
-            for value in values:
-                yield missing if value is None else lookup(value, unseen)
+    def _category_index(self, plan: _CategoryPlan, values: Any, rows: int) -> np.ndarray:
+        """The one-hot column (within the feature) of each row; -1 means all zeros."""
+        if values is None:
+            return np.full(rows, plan.missing, dtype=np.intp)
+        if _is_arrow(values):
+            # Millions of rows: Arrow's hash lookup in C++, no Python loop. `positions` maps the
+            # position in `known` to the one-hot column, and its last entry (index -1) is "unseen".
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            known = [c for c in plan.index if c != OTHER]
+            positions = np.array([plan.index[c] for c in known] + [plan.unseen], dtype=np.intp)
+            found = pc.fill_null(pc.index_in(values, value_set=pa.array(known, pa.string())), -1)
+            index = positions[found.to_numpy(zero_copy_only=False)]
+            if values.null_count:
+                index[values.is_null().to_numpy(zero_copy_only=False)] = plan.missing
+            return index
+        lookup, unseen_at, missing_at = plan.index.get, plan.unseen, plan.missing
+        return np.fromiter(
+            (missing_at if v is None else lookup(v, unseen_at) for v in values), dtype=np.intp, count=rows
+        )
 
     @property
     def input_columns(self) -> list[str]:
@@ -178,13 +200,13 @@ class FeatureEncoder:
                 block[:, self._log1p] = np.log1p(block[:, self._log1p])
             out[:, self._scalar_columns] = block
         if self._categories:
-            # One-hot: the column index of every (category feature, row), then set them all at once.
-            index = np.fromiter(
-                self._category_indices(columns, rows), dtype=np.intp, count=rows * len(self._categories)
-            )
-            index = index.reshape(len(self._categories), rows)
-            feature_at, row_at = np.nonzero(index >= 0)
-            out[row_at, self._category_offsets[feature_at] + index[feature_at, row_at]] = 1.0
+            # One-hot: set out[row, offset + index] through flat positions, one feature at a time.
+            flat = out.reshape(-1)
+            row_starts = np.arange(rows, dtype=np.intp) * self.width
+            for plan in self._categories:
+                index = self._category_index(plan, columns.get(plan.name), rows)
+                hit = index >= 0
+                flat[(row_starts + plan.offset + index)[hit]] = 1.0
         for name, offset in self._timestamps:
             values = columns.get(name)
             seconds = np.full(rows, np.nan) if values is None else _epoch_seconds(values)
@@ -208,11 +230,7 @@ class FeatureEncoder:
 
     def encode_table(self, table: pa.Table) -> np.ndarray:
         """Encode an Arrow table (training data, batch input); the offline path."""
-        columns = {
-            name: table.column(name).to_numpy(zero_copy_only=False)
-            for name in self.input_columns
-            if name in table.column_names
-        }
+        columns = {name: table.column(name) for name in self.input_columns if name in table.column_names}
         return self.encode_columns(columns, table.num_rows)
 
 
