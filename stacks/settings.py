@@ -16,7 +16,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import aws_cdk as cdk
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from aws_cdk import aws_logs as logs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from stacks import constants
 
@@ -27,6 +28,18 @@ STAGES_KEY = "stages"
 
 # SageMaker caps MaxRuntimeInSeconds at 28 days.
 _MAX_TRAINING_RUNTIME_S = 28 * 24 * 3600
+# API Gateway REST integrations time out after 29 s; a longer function timeout would only hide that.
+_MAX_API_TIMEOUT_S = 29
+# Lambda's synchronous invocation payload limit (6 MB) bounds what a request body can be.
+_MAX_LAMBDA_PAYLOAD_BYTES = 6_000_000
+# The retention periods CloudWatch Logs accepts, in days, with their CDK names.
+_LOG_RETENTION = {
+    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
+    60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
+    365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
+    1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    3653: "TEN_YEARS",
+}  # fmt: skip
 
 
 class SettingsError(ValueError):
@@ -76,6 +89,67 @@ class DeploySettings(BaseModel):
     )
     alarm_email: str = Field(default="", description="E-mail subscribed to notifications; empty for none.")
 
+    # Real-time serving: the function.
+    lambda_architecture: Literal["arm64", "x86_64"] = Field(
+        description="CPU architecture of the serving function; the bundle's wheels follow it.",
+    )
+    lambda_memory_mb: int = Field(
+        ge=128, le=10240, description="Serving function memory (CPU scales with it)."
+    )
+    lambda_timeout_s: int = Field(
+        ge=1,
+        le=_MAX_API_TIMEOUT_S,
+        description="Serving function timeout; API Gateway stops waiting at 29 s.",
+    )
+    lambda_reserved_concurrency: int = Field(
+        ge=0, description="Concurrency reserved for (and capping) the serving function; 0 = unreserved."
+    )
+    provisioned_concurrency_min: int = Field(
+        ge=0, description="Provisioned concurrency on the live alias, auto-scaled from here; 0 = off."
+    )
+    provisioned_concurrency_max: int = Field(
+        ge=0, description="Upper bound of provisioned-concurrency scaling."
+    )
+    provisioned_concurrency_utilization: float = Field(
+        default=0.7,
+        gt=0.1,
+        le=0.9,
+        description="Target utilization of provisioned concurrency for auto scaling.",
+    )
+    snapstart: bool = Field(
+        description="SnapStart on published versions (Python 3.12+; not with provisioned concurrency).",
+    )
+    lambda_bundle_budget_mb: int = Field(
+        ge=10, le=250, description="Largest unzipped serving bundle allowed; synth fails above it."
+    )
+    log_retention_days: int = Field(description="Retention of the function's and the API's log groups.")
+    max_body_bytes: int = Field(
+        ge=1024,
+        le=_MAX_LAMBDA_PAYLOAD_BYTES,
+        description="Largest request body the app accepts (413 above); SHIPML_MAX_BODY_BYTES.",
+    )
+    # Real-time serving: the API.
+    api_auth: Literal["iam", "api_key"] = Field(
+        description="How callers authenticate: SigV4-signed requests (iam) or API keys with a usage plan.",
+    )
+    api_throttle_rate: float = Field(gt=0, le=10_000, description="Steady-state requests per second (stage).")
+    api_throttle_burst: int = Field(ge=1, le=5_000, description="Burst of requests allowed above the rate.")
+    api_quota_per_day: int = Field(
+        default=0, ge=0, description="Requests per API key per day in api_key mode; 0 = no quota."
+    )
+    # Real-time serving: how a new version (code or model) reaches the live alias.
+    canary_percent: int = Field(ge=1, le=99, description="Share of traffic the new version gets first.")
+    canary_minutes: int = Field(ge=1, le=2880, description="How long the canary runs before the full shift.")
+    rollback_errors_per_minute: int = Field(
+        ge=1, description="Function errors on the live alias in one minute that roll a deployment back."
+    )
+    rollback_p99_latency_ms: int = Field(
+        ge=1, le=_MAX_API_TIMEOUT_S * 1000, description="p99 duration on the live alias that rolls back."
+    )
+    # Prediction capture (Firehose -> S3).
+    capture_buffer_seconds: int = Field(ge=0, le=900, description="Firehose buffering interval.")
+    capture_buffer_mb: int = Field(ge=1, le=128, description="Firehose buffering size.")
+
     @field_validator("contract_path")
     @classmethod
     def _contract_is_yaml(cls, value: PurePosixPath) -> PurePosixPath:
@@ -93,6 +167,46 @@ class DeploySettings(BaseModel):
             raise ValueError("must be an e-mail address or empty")
         return value
 
+    @field_validator("log_retention_days")
+    @classmethod
+    def _known_retention(cls, value: int) -> int:
+        if value not in _LOG_RETENTION:
+            raise ValueError(f"must be one of CloudWatch Logs' retention periods: {sorted(_LOG_RETENTION)}")
+        return value
+
+    # Cross-field rules are checked on the later field (pydantic validates in declaration order),
+    # so that the error names a setting instead of the whole model.
+    @field_validator("provisioned_concurrency_max")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("provisioned_concurrency_min")
+        if minimum is None:
+            return value
+        if minimum == 0 and value != 0:
+            raise ValueError("must be 0 when provisioned_concurrency_min is 0 (provisioned concurrency off)")
+        if value < minimum:
+            raise ValueError(f"must be at least provisioned_concurrency_min ({minimum})")
+        reserved = info.data.get("lambda_reserved_concurrency")
+        if reserved and value > reserved:
+            raise ValueError(f"cannot exceed lambda_reserved_concurrency ({reserved})")
+        return value
+
+    @field_validator("snapstart")
+    @classmethod
+    def _snapstart_without_provisioned_concurrency(cls, value: bool, info: ValidationInfo) -> bool:
+        minimum = info.data.get("provisioned_concurrency_min")
+        if value and minimum:
+            raise ValueError(
+                f"SnapStart cannot be combined with provisioned concurrency (provisioned_concurrency_min="
+                f"{minimum}); turn one of them off"
+            )
+        return value
+
+    @property
+    def provisioned_concurrency(self) -> bool:
+        """Whether the live alias keeps provisioned concurrency (auto-scaled between min and max)."""
+        return self.provisioned_concurrency_min > 0
+
     @property
     def stack_name(self) -> str:
         """The CloudFormation stack name, e.g. `shipml-fraud-dev`."""
@@ -102,6 +216,11 @@ class DeploySettings(BaseModel):
     def cdk_removal_policy(self) -> cdk.RemovalPolicy:
         """`removal_policy` as the CDK enum the constructs take."""
         return cdk.RemovalPolicy.RETAIN if self.removal_policy == "retain" else cdk.RemovalPolicy.DESTROY
+
+    @property
+    def cdk_log_retention(self) -> logs.RetentionDays:
+        """`log_retention_days` as the CDK enum log groups take."""
+        return logs.RetentionDays[_LOG_RETENTION[self.log_retention_days]]
 
     @property
     def env(self) -> cdk.Environment | None:

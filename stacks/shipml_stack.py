@@ -6,7 +6,11 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks import constants
+from stacks.capture_construct import CaptureConstruct
 from stacks.foundation_construct import FoundationConstruct
+from stacks.online_features_construct import OnlineFeaturesConstruct
+from stacks.serving_api_construct import ServingApiConstruct
+from stacks.serving_construct import ServingConstruct
 from stacks.settings import DeploySettings
 
 
@@ -29,6 +33,29 @@ class ShipmlStack(cdk.Stack):
         )
         self.settings = settings
         self.foundation = FoundationConstruct(self, constants.FOUNDATION_CONSTRUCT_ID, settings=settings)
+        self.online_features = OnlineFeaturesConstruct(
+            self, constants.ONLINE_FEATURES_CONSTRUCT_ID, settings=settings, key=self.foundation.key
+        )
+        self.capture = CaptureConstruct(
+            self,
+            constants.CAPTURE_CONSTRUCT_ID,
+            settings=settings,
+            key=self.foundation.key,
+            bucket=self.foundation.bucket,
+        )
+        self.serving = ServingConstruct(
+            self,
+            constants.SERVING_CONSTRUCT_ID,
+            settings=settings,
+            key=self.foundation.key,
+            bucket=self.foundation.bucket,
+            topic=self.foundation.topic,
+            online_features=self.online_features,
+            capture=self.capture,
+        )
+        self.serving_api = ServingApiConstruct(
+            self, constants.SERVING_API_CONSTRUCT_ID, settings=settings, target=self.serving.alias
+        )
         self._add_outputs()
 
     def _add_outputs(self) -> None:
@@ -36,3 +63,14 @@ class ShipmlStack(cdk.Stack):
         cdk.CfnOutput(self, constants.OUTPUT_ARTIFACT_BUCKET, value=self.foundation.bucket.bucket_name)
         cdk.CfnOutput(self, constants.OUTPUT_NOTIFICATION_TOPIC, value=self.foundation.topic.topic_arn)
         cdk.CfnOutput(self, constants.OUTPUT_ENCRYPTION_KEY, value=self.foundation.key.key_arn)
+        cdk.CfnOutput(self, constants.OUTPUT_API_URL, value=self.serving_api.url)
+        cdk.CfnOutput(self, constants.OUTPUT_FUNCTION_NAME, value=self.serving.function.function_name)
+        cdk.CfnOutput(self, constants.OUTPUT_LIVE_ALIAS, value=self.serving.alias.function_arn)
+        cdk.CfnOutput(
+            self, constants.OUTPUT_DEPLOYMENT_GROUP, value=self.serving.deployment_group.deployment_group_name
+        )
+        cdk.CfnOutput(self, constants.OUTPUT_LIVE_PARAMETER, value=self.serving.live_parameter.parameter_name)
+        cdk.CfnOutput(self, constants.OUTPUT_ONLINE_TABLE, value=self.online_features.table.table_name)
+        cdk.CfnOutput(self, constants.OUTPUT_CAPTURE_STREAM, value=self.capture.stream_name)
+        if self.serving_api.api_key is not None:
+            cdk.CfnOutput(self, constants.OUTPUT_API_KEY_ID, value=self.serving_api.api_key.key_id)
