@@ -8,6 +8,7 @@ record waits in memory when the environment is frozen or shut down.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -31,12 +32,23 @@ def _build() -> tuple[Mangum, Any]:
     return Mangum(app, lifespan="off", api_gateway_base_path=None), context
 
 
+def _cold_start() -> None:
+    _runtime["app"], _runtime["ctx"] = _build()
+    _runtime["ctx"].metrics.put("ColdStart", 1, unit="Count")
+
+
+# On Lambda, build during the init phase, so the model download and session build are not billed
+# to the first request's latency (and SnapStart / provisioned concurrency pre-warm them). The
+# variable is set by the Lambda runtime only; tests and tools import this module without I/O.
+if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"):
+    _cold_start()
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)  # responses are not traced: they carry ids
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "app" not in _runtime:
-        _runtime["app"], _runtime["ctx"] = _build()
-        _runtime["ctx"].metrics.put("ColdStart", 1, unit="Count")
+        _cold_start()
     try:
         return _runtime["app"](event, context)
     except Exception:  # noqa: BLE001 - the app answers its own errors; this is an event Mangum cannot read

@@ -256,3 +256,21 @@ def test_a_live_model_is_served_through_the_pruned_onnxruntime(
     assert 0.0 <= json.loads(predict["body"])[contract.outputs.score] <= 1.0
     assert result["captured"] == 1
     assert result["imported_from_outside"] == []
+
+
+def test_tracing_dependencies_are_in_the_bundle(built_bundle: tuple[Path, BundleReport]) -> None:
+    """On Lambda, Powertools' Tracer imports the X-Ray SDK; prove the bundle carries it.
+
+    `aws_xray_sdk.core` also needs botocore, which the Lambda runtime provides and this isolated
+    interpreter lacks, so the probe imports the package and its compiled dependency only.
+    """
+    bundle, _ = built_bundle
+    probe = "import sys; sys.path.insert(0, sys.argv[1]); import aws_xray_sdk, wrapt; print('ok')"
+    result = subprocess.run(
+        [str(PYTHON312), "-I", "-S", "-c", probe, str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-3000:]
