@@ -59,7 +59,7 @@ def aws_context(
     from botocore.config import Config
 
     from shipml.backends.aws.blob import S3BlobStore
-    from shipml.backends.aws.online import DynamoDbOnlineStore
+    from shipml.backends.aws.online import DynamoDbOnlineStore, serving_client
     from shipml.backends.aws.sinks import EmfMetricsSink, FirehoseCaptureSink
 
     missing = [n for n in ("artifact_bucket", "online_table", "capture_stream") if not getattr(settings, n)]
@@ -76,8 +76,10 @@ def aws_context(
             raise ShipmlError("SHIPML_MODEL_VERSION=live on aws needs SHIPML_LIVE_PARAMETER")
         ssm = session.client("ssm", config=quick)
         version = ssm.get_parameter(Name=settings.live_parameter)["Parameter"]["Value"]
+    budget_ms = contract.serving.latency_budget_ms
+    # Timeouts split the contract's latency budget, so a lookup never outlives it.
     online = DynamoDbOnlineStore(
-        session.client("dynamodb"), settings.online_table, budget_ms=contract.serving.latency_budget_ms
+        serving_client(budget_ms, session=session), settings.online_table, budget_ms=budget_ms
     )
     hash_key = settings.hash_key
     if settings.hash_key_secret:

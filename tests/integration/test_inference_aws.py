@@ -1,0 +1,125 @@
+"""The inference handler on the aws backend, end to end against moto: S3 artifact pinned by
+version, DynamoDB online features, Firehose capture, the live SSM pointer, the PII hash key."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions.inference import handler as module
+from shipml.artifact import pack
+from shipml.backends.aws.online import DynamoDbOnlineStore
+from tests.builders import LambdaContext, http_v2_event, rest_v1_event
+
+REGION = "eu-west-1"
+CANARY_CARD = "4000111122223333"
+
+
+@pytest.fixture
+def aws(monkeypatch, tmp_path, make_artifact, contract_path):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_object(Bucket="artifacts", Key="models/fraud/3/model.tar.gz", Body=pack(make_artifact()))
+        dynamodb = session.client("dynamodb")
+        dynamodb.create_table(
+            TableName="online",
+            KeySchema=[
+                {"AttributeName": "entity", "KeyType": "HASH"},
+                {"AttributeName": "feature_group", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "entity", "AttributeType": "S"},
+                {"AttributeName": "feature_group", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        DynamoDbOnlineStore(dynamodb, "online").put_many(
+            "fraud",
+            {"C00000042": {"txn_count_24h": 7, "mean_amount_30d": 42.5, "days_since_first_seen": 900}},
+        )
+        s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+        session.client("firehose").create_delivery_stream(
+            DeliveryStreamName="capture",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/f",
+                "BucketARN": "arn:aws:s3:::lake",
+                "Prefix": "capture/",
+            },
+        )
+        session.client("ssm").put_parameter(
+            Name="/shipml/fraud/dev/live-model-version", Value="3", Type="String"
+        )
+        secret = session.client("secretsmanager").create_secret(Name="pii-key", SecretString="k" * 32)["ARN"]
+        for name, value in {
+            "SHIPML_BACKEND": "aws",
+            "SHIPML_MODEL": "fraud",
+            "SHIPML_CONTRACT": str(contract_path),
+            "SHIPML_ARTIFACT_BUCKET": "artifacts",
+            "SHIPML_ONLINE_TABLE": "online",
+            "SHIPML_CAPTURE_STREAM": "capture",
+            "SHIPML_LIVE_PARAMETER": "/shipml/fraud/dev/live-model-version",
+            "SHIPML_HASH_KEY_SECRET": secret,
+        }.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(module, "_runtime", {})
+        yield session
+
+
+def captured(session) -> list[dict]:
+    s3 = session.client("s3")
+    lines = []
+    for item in s3.list_objects_v2(Bucket="lake", Prefix="capture/").get("Contents", []):
+        lines += s3.get_object(Bucket="lake", Key=item["Key"])["Body"].read().decode().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize("version", ["3", "live"])
+@pytest.mark.parametrize("event_builder", [rest_v1_event, http_v2_event], ids=["rest-v1", "http-v2"])
+def test_predict_on_aws(aws, monkeypatch, request_body, version, event_builder):
+    monkeypatch.setenv("SHIPML_MODEL_VERSION", version)
+    known = handler_call(event_builder, request_body(card_number=CANARY_CARD))
+    unknown = handler_call(event_builder, request_body(customer_id="C00000001"))
+    assert known["statusCode"] == 200, known["body"]
+    assert json.loads(known["body"])["model_version"] == "fraud:3"
+    assert json.loads(known["body"])["fallbacks"] == []
+    assert json.loads(unknown["body"])["fallbacks"] == [
+        "txn_count_24h",
+        "mean_amount_30d",
+        "days_since_first_seen",
+    ]
+    records = captured(aws)  # flushed to Firehose at the end of each invocation
+    assert len(records) == 2
+    (found,) = [r for r in records if not r["fallbacks"]]
+    assert found["txn_count_24h"] == 7 and found["model_version"] == "fraud:3"
+    assert found["card_number"] == "************3333"
+    assert CANARY_CARD not in json.dumps(records)
+
+
+def handler_call(event_builder, body):
+    return module.handler(event_builder("POST", "/predict", body), LambdaContext())
+
+
+def test_no_model_deployed_yet_answers_503(aws, monkeypatch, request_body):
+    monkeypatch.setenv("SHIPML_MODEL_VERSION", "0")
+    response = handler_call(rest_v1_event, request_body())
+    assert response["statusCode"] == 503
+    health = module.handler(rest_v1_event("GET", "/health"), LambdaContext())
+    assert json.loads(health["body"])["model_error"] == "no model version is deployed yet"
+
+
+def test_a_missing_artifact_is_reported_not_crashed_on(aws, monkeypatch, request_body):
+    monkeypatch.setenv("SHIPML_MODEL_VERSION", "9")
+    response = handler_call(rest_v1_event, request_body())
+    assert response["statusCode"] == 503
+    assert "fraud:9 refused" in json.loads(response["body"])["message"]
