@@ -35,3 +35,15 @@ class FeatureSourceUnavailable(ShipmlError):
     Adapters raise it (never a botocore or HTTP exception); the predictor then applies each
     feature's `on_missing` policy: a flagged default, or a 503 naming the feature.
     """
+
+
+class OnlineStoreWriteError(ShipmlError):
+    """Some items could not be written to the online store, even after retries.
+
+    `written` items did land; `failed_keys` names the entity keys that did not (each item is
+    written whole or not at all, so the table stays consistent and a rerun can repair it)."""
+
+    def __init__(self, message: str, *, written: int, failed_keys: list[str]) -> None:
+        super().__init__(message)
+        self.written = written
+        self.failed_keys = failed_keys

@@ -8,6 +8,12 @@ Two levels, as a user expects from a batch tool:
   marked invalid; the caller decides where they go (a rejects file, a 422, a failed pipeline step).
 
 PII values never appear in a report: their `value` is redacted.
+
+Internationalisation, as in the request model: a number feature with `locales` may arrive as a
+string column of locale-formatted numbers (read strictly, refused when ambiguous: rule
+`locale_number`); a number feature with a `currency` rule is converted to the contract's
+currency in the normalised table, and rows in a currency the contract cannot convert are
+reported on the currency column (rule `currency_rate`). Timestamps with any offset become UTC.
 """
 
 from __future__ import annotations
@@ -88,8 +94,14 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def _is_string(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
 def _is_type_ok(feature: Feature, dtype: pa.DataType) -> bool:
     if pa.types.is_null(dtype):
+        return True
+    if feature.locales and _is_string(dtype):
         return True
     if feature.type == FieldType.number:
         return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
@@ -136,7 +148,7 @@ def check_schema(
         if feature.name not in names:
             # An optional request field may be absent as a whole column; online features may not
             # (a table that carries them must carry all of them, or none with include_online=False).
-            if not feature.may_be_missing or feature.source == Source.online:
+            if not feature.may_be_missing or feature.looked_up:
                 problems.append(f"{feature.name}: missing column ({feature.type} expected)")
             continue
         dtype = schema.field(feature.name).type
@@ -219,6 +231,46 @@ def _check_numeric(feature: Feature, values: pa.Array, out: _Collector) -> None:
         )
 
 
+def _read_locale_numbers(feature: Feature, values: pa.Array, out: _Collector) -> pa.Array:
+    """A string column of locale-formatted numbers -> float64, reporting what cannot be read."""
+    from shipml.features.i18n import parse_locale_numbers
+
+    integer = feature.type == FieldType.integer
+    parsed, errors = parse_locale_numbers(values.to_pylist(), feature.locales or [], integer=integer)
+    messages = sorted({e for e in errors if e is not None})
+    for message in messages:
+        hits = np.array([e == message for e in errors], dtype=bool)
+        out.add(feature.name, "locale_number", message, hits, values)
+    return pa.array(parsed, pa.float64())
+
+
+def _convert_currencies(contract: Contract, columns: dict, out: _Collector) -> None:
+    """Express converted amounts in the contract's currency; report currencies it cannot convert."""
+    for feature in contract.features:
+        rule = feature.currency
+        if rule is None or feature.name not in columns or rule.field not in columns:
+            continue
+        currencies = columns[rule.field]
+        currencies = currencies.combine_chunks() if isinstance(currencies, pa.ChunkedArray) else currencies
+        if pa.types.is_dictionary(currencies.type):
+            currencies = currencies.dictionary_decode()
+        known = pa.array(rule.accepted, pa.string())
+        rates = pa.array([rule.rate(c) for c in rule.accepted], pa.float64())
+        position = pc.index_in(currencies, value_set=known)
+        refused = pc.and_(pc.is_valid(currencies), pc.is_null(position))
+        out.add(
+            rule.field,
+            "currency_rate",
+            f"has no exchange rate to {rule.to} in the contract (accepted: {', '.join(rule.accepted)})",
+            refused,
+            currencies,
+        )
+        amounts = columns[feature.name]
+        amounts = amounts.combine_chunks() if isinstance(amounts, pa.ChunkedArray) else amounts
+        row_rates = pc.take(rates, position)
+        columns[feature.name] = pc.multiply(pc.cast(amounts, pa.float64()), row_rates)
+
+
 def _parse_timestamps(feature: Feature, values: pa.Array, out: _Collector) -> pa.Array:
     if pa.types.is_timestamp(values.type):
         if values.type.tz is None:
@@ -279,6 +331,8 @@ def validate_table(
         missing = pc.is_null(values)
         if not feature.may_be_missing:
             out.add(feature.name, "required", "is required", missing, values)
+        if feature.is_numeric and feature.locales and _is_string(values.type):
+            values = _read_locale_numbers(feature, values, out)
         if feature.is_numeric:
             _check_numeric(feature, values, out)
         elif feature.type == FieldType.category and feature.unseen == "reject":
@@ -309,5 +363,6 @@ def validate_table(
             out.add(
                 contract.target, "label", "must be 0 or 1", pc.and_(pc.is_valid(target), not_binary), target
             )
+    _convert_currencies(contract, columns, out)
     normalised = pa.table(columns)
     return ValidationReport(table=normalised, valid=out.valid, violations=out.table())

@@ -1,0 +1,1 @@
+"""The scheduled materialisation job's Lambda handler."""
