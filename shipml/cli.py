@@ -47,9 +47,11 @@ features_app = typer.Typer(help="The online feature store.", no_args_is_help=Tru
 models_app = typer.Typer(
     help="The model registry: versions, approval and the live alias.", no_args_is_help=True
 )
+batch_app = typer.Typer(help="Batch scoring of files (Parquet, CSV, JSON Lines).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
+app.add_typer(batch_app, name="batch")
 
 
 class _State:
@@ -186,6 +188,16 @@ def features_load(
     out.print(f"wrote {written:,} items to the online store; refused {report.invalid_rows:,} invalid rows")
     if report.invalid_rows:
         err.print(report.summary(limit=10), markup=False)
+
+
+def _mount_feature_jobs() -> None:
+    from shipml.features.cli import materialize_command, training_set_command
+
+    features_app.command("materialize")(materialize_command)
+    features_app.command("training-set")(training_set_command)
+
+
+_mount_feature_jobs()
 
 
 # ------------------------------------------------------------------------------------ training
@@ -365,6 +377,49 @@ def predict(
     predictor = Predictor(artifact, model_version=found.ref, online=backends.online)
     for prediction in predictor.predict(valid):
         print(prediction.model_dump_json())
+
+
+@batch_app.command("score")
+def batch_score(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Parquet, CSV or JSON Lines file.")],
+    output: Annotated[Path, typer.Argument(help="Parquet file to write: id, score, label, model version.")],
+    rejects: Annotated[
+        Path | None, typer.Option(help="Rejected rows with the reason [default: OUTPUT.rejects.parquet].")
+    ] = None,
+    version: Annotated[str, typer.Option(help="Version number or alias.")] = "live",
+    batch_rows: Annotated[
+        int, typer.Option(min=1_000, max=2_000_000, help="Rows per record batch.")
+    ] = 65_536,
+) -> None:
+    """Score a file of any size in bounded memory; invalid rows go to the rejects file with the reason."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shipml.batch.scorer import score_file
+    from shipml.predict import Predictor
+
+    backends = _backends()
+    found = backends.registry.resolve(state.settings.model, version)
+    artifact = backends.registry.open_artifact(found)
+    # Batch throughput wants every core for onnxruntime (serving uses one thread per request).
+    predictor = Predictor(artifact, model_version=found.ref, online=backends.online, threads=0)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("scoring", total=None)
+        report = score_file(
+            input_path,
+            output,
+            predictor,
+            rejects_path=rejects,
+            batch_rows=batch_rows,
+            progress=lambda n: progress.update(task, completed=n),
+        )
+    out.print(report.summary())
 
 
 @app.command("serve")
