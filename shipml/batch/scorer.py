@@ -14,8 +14,12 @@ bundle deliberately does not carry.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,33 +280,44 @@ def score_file(
         include_online=has_online,
     )
     out_writer = rej_writer = None
+    # Reading (Parquet/CSV decoding) and writing release the GIL: a reader thread prefetches the
+    # next batches and a writer thread writes the last ones while this thread validates, encodes
+    # and scores. Both queues are bounded, so memory stays a few batches whatever the input size.
+    writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipml-batch-write")
+    pending: deque[Future] = deque()
     try:
         with atomic_path(output_path) as out_tmp, atomic_path(rejects) as rej_tmp:
-            for batch in _chain(first, batches):
+            for batch in _prefetch(_chain(first, batches), depth=2):
                 table = pa.Table.from_batches([batch])
                 scored, rejected, fallback_count = scorer.score_table(table)
                 rejected = rejected.set_column(
                     rejected.column_names.index(ROW), ROW, pc.add(rejected.column(ROW), rows_in)
                 )
                 if out_writer is None:
-                    out_writer = pq.ParquetWriter(out_tmp, scored.schema, compression="zstd")
-                    rej_writer = pq.ParquetWriter(rej_tmp, rejected.schema, compression="zstd")
-                out_writer.write_table(scored)
-                if rejected.num_rows:
-                    rej_writer.write_table(rejected.cast(rej_writer.schema))
+                    out_writer = pq.ParquetWriter(out_tmp, scored.schema, compression="snappy")
+                    rej_writer = pq.ParquetWriter(rej_tmp, rejected.schema, compression="snappy")
+                pending.append(writes.submit(_write, out_writer, rej_writer, scored, rejected))
+                while len(pending) > 2:
+                    pending.popleft().result()
                 rows_in += table.num_rows
                 scored_rows += scored.num_rows
                 rejected_rows += rejected.num_rows
                 defaulted += fallback_count
                 if progress is not None:
                     progress(rows_in)
+            while pending:
+                pending.popleft().result()
             out_writer.close()
             rej_writer.close()
     except BaseException:
+        for future in pending:
+            future.cancel()
+        writes.shutdown(wait=True)
         for writer in (out_writer, rej_writer):
             if writer is not None and writer.is_open:
                 writer.close()
         raise
+    writes.shutdown(wait=True)
     if rows_in != scored_rows + rejected_rows:  # the accounting is an invariant, not a hope
         raise AssertionError(f"rows in {rows_in} != scored {scored_rows} + rejected {rejected_rows}")
     return BatchReport(
@@ -316,6 +331,50 @@ def score_file(
         fallbacks=defaulted,
         seconds=time.perf_counter() - started,
     )
+
+
+def _write(
+    out_writer: pq.ParquetWriter, rej_writer: pq.ParquetWriter, scored: pa.Table, rejected: pa.Table
+) -> None:
+    out_writer.write_table(scored)
+    if rejected.num_rows:
+        rej_writer.write_table(rejected.cast(rej_writer.schema))
+
+
+def _prefetch(batches: Iterator[pa.RecordBatch], *, depth: int) -> Iterator[pa.RecordBatch]:
+    """Iterate `batches` in a background thread, at most `depth` batches ahead; errors re-raise here."""
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def fill() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            slots.put(exc)
+
+    thread = threading.Thread(target=fill, name="shipml-batch-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -181,6 +181,10 @@ class _Collector:
         if isinstance(mask, np.ndarray):
             hits = np.nonzero(mask)[0]
         else:
+            if isinstance(mask, pa.ChunkedArray):
+                mask = mask.combine_chunks()
+            if mask.true_count == 0:  # the common case on good data: nothing to gather
+                return
             hits = np.nonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))[0]
         if len(hits) == 0:
             return
