@@ -18,17 +18,19 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 rm -rf "$SHIPML_ROOT"
 mkdir -p "$DATA"
 
-step "1/8 generate $ROWS synthetic transactions (seeded) and the customers' online features"
-shipml data generate "$DATA/transactions.parquet" --rows "$ROWS" --snapshot "$DATA/customers.parquet"
+step "1/8 generate $ROWS synthetic transactions (seeded)"
+shipml data generate "$DATA/transactions.parquet" --rows "$ROWS"
 
 step "2/8 validate the data against the contract"
 shipml data validate "$DATA/transactions.parquet"
 
-step "3/8 load the customers' features into the online store"
-shipml features load "$DATA/customers.parquet"
+step "3/8 compute the online features: point in time for training, as of the end for the online store"
+# One definition (the contract's aggregations) serves both, so training and serving see the same numbers.
+shipml features training-set "$DATA/transactions.parquet" "$DATA/training.parquet"
+shipml features materialize --data "$DATA/transactions.parquet" --as-of "2026-01-31T00:00:00+00:00"
 
 step "4/8 train with 2 torchrun workers (gloo) in a local /opt/ml layout, then register"
-shipml train --data "$DATA/transactions.parquet" --workers 2 --epochs "$EPOCHS" --description "make demo"
+shipml train --data "$DATA/training.parquet" --workers 2 --epochs "$EPOCHS" --description "make demo"
 
 step "5/8 approve and promote version 1 to live"
 shipml models approve 1
