@@ -37,6 +37,7 @@ class Predictor:
         *,
         model_version: str,
         online: OnlineStore | None = None,
+        http_sources: Mapping[str, Any] | None = None,
         threads: int = 1,
     ) -> None:
         import onnxruntime as ort
@@ -45,6 +46,8 @@ class Predictor:
         self.contract = artifact.contract
         self.model_version = model_version
         self.online = online
+        # External HTTP feature sources (shipml.features.http), built once per process.
+        self.http_sources = dict(http_sources or {})
         self.encoder = FeatureEncoder(self.contract)
         if self.encoder.feature_names != artifact.card.feature_names:
             from shipml.errors import ArtifactError
@@ -78,6 +81,13 @@ class Predictor:
         online = self.contract.online_features
         rows = [dict(r) for r in records]
         fallbacks: list[list[str]] = [[] for _ in rows]
+        if self.contract.http_features:
+            from shipml.features.http import apply_http_features
+
+            for flagged, more in zip(
+                fallbacks, apply_http_features(self.contract, self.http_sources, rows), strict=True
+            ):
+                flagged.extend(more)
         if not online:
             return rows, fallbacks
         key = self.contract.entity_key

@@ -11,7 +11,7 @@ from typing import Any
 
 from shipml.backends import Backends, local_backends
 from shipml.backends.ports import OnlineStore
-from shipml.contract import Masker, load_contract
+from shipml.contract import Contract, Masker, load_contract
 from shipml.errors import FeatureSourceUnavailable, ShipmlError
 from shipml.serving.app import ServingContext
 from shipml.serving.models import ModelHolder, PinnedBlobModelSource, RegistryModelSource
@@ -33,12 +33,30 @@ def online_check(online: OnlineStore, group: str):  # noqa: ANN201 - returns a p
     return probe
 
 
+def _http_sources(contract: Contract, secrets_client: Any) -> dict[str, Any]:
+    """The contract's external HTTP feature sources, built once (cold start)."""
+    if not contract.http_features:
+        return {}
+    from shipml.features.http import build_http_sources
+
+    try:
+        return build_http_sources(contract, secrets_client=secrets_client)
+    except ValueError as exc:
+        raise ShipmlError(f"cannot set up the http feature sources: {exc}") from None
+
+
 def local_context(settings: Settings, backends: Backends | None = None) -> ServingContext:
     """The local host: registry-backed model (following `live` unless a version is pinned)."""
     backends = backends or local_backends(settings.root)
     contract = load_contract(settings.contract)
     source = RegistryModelSource(backends.registry, settings.model, settings.model_version)
-    holder = ModelHolder(source, contract, online=backends.online, poll_seconds=settings.live_poll_seconds)
+    holder = ModelHolder(
+        source,
+        contract,
+        online=backends.online,
+        http_sources=_http_sources(contract, None),
+        poll_seconds=settings.live_poll_seconds,
+    )
     holder.refresh(force=True)
     return ServingContext(
         contract=contract,
@@ -87,7 +105,14 @@ def aws_context(
 
         hash_key = parameters.get_secret(settings.hash_key_secret, max_age=3600)
     source = PinnedBlobModelSource(blobs, settings.model, version, cache_dir / "models")
-    holder = ModelHolder(source, contract, online=online, poll_seconds=settings.live_poll_seconds)
+    secrets = session.client("secretsmanager", config=quick) if contract.http_sources else None
+    holder = ModelHolder(
+        source,
+        contract,
+        online=online,
+        http_sources=_http_sources(contract, secrets),
+        poll_seconds=settings.live_poll_seconds,
+    )
     holder.refresh(force=True)
     return ServingContext(
         contract=contract,

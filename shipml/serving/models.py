@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shipml.artifact import Artifact, unpack
 from shipml.backends.ports import LIVE, BlobStore, OnlineStore, Registry
@@ -100,12 +100,14 @@ class ModelHolder:
         contract: Contract,
         *,
         online: OnlineStore | None,
+        http_sources: Mapping[str, Any] | None = None,
         poll_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.contract = contract
         self.online = online
+        self.http_sources = http_sources
         self.poll_seconds = poll_seconds
         self._clock = clock
         self._predictor: Predictor | None = None
@@ -151,7 +153,9 @@ class ModelHolder:
                 artifact = self.source.open(ref)
                 if artifact.contract != self.contract:
                     raise ArtifactError(f"{ref} was trained on a different contract than this app serves")
-                predictor = Predictor(artifact, model_version=ref, online=self.online)
+                predictor = Predictor(
+                    artifact, model_version=ref, online=self.online, http_sources=self.http_sources
+                )
             except (ShipmlError, OSError) as exc:
                 # Refused: the previous version (if any) keeps serving.
                 self._error = f"{ref} refused: {exc}"
