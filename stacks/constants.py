@@ -91,3 +91,6 @@ def live_parameter_name(model_name: str, stage: str) -> str:
 def hash_key_secret_name(model_name: str, stage: str) -> str:
     """The Secrets Manager secret holding the key for hashing PII fields (HMAC-SHA256)."""
     return f"{PROJECT}/{model_name}/{stage}/pii-hash-key"
+
+
+FEATURES_CONSTRUCT_ID = "Features"

@@ -105,6 +105,10 @@ class BundleSpec:
     requirements: str = REQUIREMENTS
     sources: tuple[str, ...] = SOURCES
     cache_root: Path | None = None
+    # Packages the bundle must not contain. Serving forbids all four heavy ones; the features job
+    # needs pyarrow and forbids the rest.
+    forbidden: tuple[str, ...] = HEAVY_PACKAGES
+    code_dir: str = "functions/inference"
 
     @property
     def cache_dir(self) -> Path:
@@ -211,10 +215,10 @@ def prune(root: Path, rules: Sequence[PruneRule] = PRUNE_RULES) -> dict[str, int
     return saved
 
 
-def heavy_packages(root: Path) -> list[str]:
-    """The heavy packages present at the top of `root` (as a package, a module or a dist-info)."""
+def heavy_packages(root: Path, names: Sequence[str] = HEAVY_PACKAGES) -> list[str]:
+    """The named heavy packages present at the top of `root` (as a package, a module or a dist-info)."""
     found = []
-    for name in HEAVY_PACKAGES:
+    for name in names:
         dist_prefixes = {name, "scikit_learn"} if name == "sklearn" else {name}
         present = (root / name).exists() or (root / f"{name}.py").exists()
         present = present or any(
@@ -253,11 +257,11 @@ def install_dependencies(
         install_seconds = time.perf_counter() - started
         installed = tree_bytes(staging)
         pruned = prune(staging)
-        found = heavy_packages(staging)
+        found = heavy_packages(staging, spec.forbidden)
         if found:
             raise BundleError(
-                f"{requirements} pulls in {', '.join(found)}: the serving bundle must not contain "
-                f"{', '.join(HEAVY_PACKAGES)}"
+                f"{requirements} pulls in {', '.join(found)}: the bundle must not contain "
+                f"{', '.join(spec.forbidden)}"
             )
         report = BundleReport(
             architecture=spec.architecture,
@@ -332,9 +336,9 @@ def build_bundle(
         destination = output_dir / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(spec.repo_root / relative, destination)
-    found = heavy_packages(output_dir)
+    found = heavy_packages(output_dir, spec.forbidden)
     if found:
-        raise BundleError(f"the serving bundle contains {', '.join(found)}; it must not")
+        raise BundleError(f"the bundle contains {', '.join(found)}; it must not")
     report.bundle_bytes = tree_bytes(output_dir)
     report.bundle_seconds = round(time.perf_counter() - started, 2)
     budget = min(spec.budget_mb, LAMBDA_UNZIPPED_LIMIT_MB)
@@ -368,7 +372,7 @@ def serving_code(spec: BundleSpec, bundling: LocalPipBundling | None = None) -> 
     return lambda_.Code.from_asset(
         # Only the hash and the bundler read the sources; the path is what CDK stages when a stack
         # is synthesized without bundling (`cdk synth --exclusively` of another stack, tests).
-        str(spec.repo_root / "functions" / "inference"),
+        str(spec.repo_root / spec.code_dir),
         asset_hash=asset_fingerprint(spec),
         asset_hash_type=cdk.AssetHashType.CUSTOM,
         bundling=cdk.BundlingOptions(

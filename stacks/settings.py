@@ -123,6 +123,24 @@ class DeploySettings(BaseModel):
         ge=10, le=250, description="Largest unzipped serving bundle allowed; synth fails above it."
     )
     log_retention_days: int = Field(description="Retention of the function's and the API's log groups.")
+    features_schedule: str = Field(
+        default="rate(1 hour)",
+        pattern=r"^(cron|rate)\(.+\)$",
+        description="EventBridge Scheduler expression of the online-feature materialisation job.",
+    )
+    features_host: Literal["lambda", "processing"] = Field(
+        default="lambda",
+        description="Where materialisation runs: Lambda, or SageMaker Processing for big lakes.",
+    )
+    features_processing_image_uri: str | None = Field(
+        default=None, description="Container image with shipml installed, for features_host=processing."
+    )
+    features_bundle_budget_mb: int = Field(
+        default=250,
+        ge=10,
+        le=250,
+        description="Largest unzipped materialisation bundle (it carries pyarrow).",
+    )
     max_body_bytes: int = Field(
         ge=1024,
         le=_MAX_LAMBDA_PAYLOAD_BYTES,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aws_cdk as cdk
 from constructs import Construct
 
-from stacks import constants
+from stacks import constants, lambda_bundle
 from stacks.capture_construct import CaptureConstruct
+from stacks.features_construct import FeaturesConstruct
 from stacks.foundation_construct import FoundationConstruct
 from stacks.online_features_construct import OnlineFeaturesConstruct
 from stacks.serving_api_construct import ServingApiConstruct
 from stacks.serving_construct import ServingConstruct
 from stacks.settings import DeploySettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ShipmlStack(cdk.Stack):
@@ -56,7 +61,39 @@ class ShipmlStack(cdk.Stack):
         self.serving_api = ServingApiConstruct(
             self, constants.SERVING_API_CONSTRUCT_ID, settings=settings, target=self.serving.alias
         )
+        self.features = self._build_features(settings)
         self._add_outputs()
+
+    def _build_features(self, settings: DeploySettings) -> FeaturesConstruct:
+        """The scheduled materialisation of online features from the lake into the online table."""
+        code = None
+        if settings.features_host == "lambda":
+            # The job reads Parquet, so its bundle carries pyarrow (never torch, pandas or sklearn).
+            spec = lambda_bundle.BundleSpec(
+                repo_root=REPO_ROOT,
+                architecture="arm64",
+                contract_path=settings.contract_path.as_posix(),
+                budget_mb=settings.features_bundle_budget_mb,
+                requirements="functions/features/requirements.txt",
+                sources=("shipml", "functions/__init__.py", "functions/features"),
+                forbidden=("torch", "pandas", "sklearn"),
+                code_dir="functions/features",
+            )
+            code = lambda_bundle.serving_code(spec)
+        return FeaturesConstruct(
+            self,
+            constants.FEATURES_CONSTRUCT_ID,
+            model_name=settings.model_name,
+            bucket=self.foundation.bucket,
+            key=self.foundation.key,
+            table=self.online_features.table,
+            contract_path=settings.contract_path.as_posix(),
+            code=code,
+            schedule=settings.features_schedule,
+            host=settings.features_host,
+            processing_image_uri=settings.features_processing_image_uri,
+            removal_policy=settings.cdk_removal_policy,
+        )
 
     def _add_outputs(self) -> None:
         # Outputs are how the aws backend and scripts find the resources after a deploy.

@@ -141,7 +141,7 @@ def test_a_heavy_package_fails_the_build_and_is_not_cached(tmp_path: Path) -> No
     pip = FakePip({**LEAN_PACKAGE, "pandas/__init__.py": 10, "pandas-3.1.1.dist-info/METADATA": 10})
 
     with pytest.raises(
-        BundleError, match=r"pulls in pandas: the serving bundle must not contain torch, pandas"
+        BundleError, match=r"pulls in pandas: the bundle must not contain torch, pandas"
     ):
         lambda_bundle.build_bundle(_spec(root), tmp_path / "out", run=pip)
 
