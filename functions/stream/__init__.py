@@ -1,0 +1,1 @@
+"""The stream inference Lambda function (Kinesis, Kafka)."""
