@@ -200,6 +200,17 @@ def _mount_feature_jobs() -> None:
 _mount_feature_jobs()
 
 
+def _mount_capabilities() -> None:
+    from shipml.pipeline.cli import retrain
+    from shipml.stream.cli import stream_app
+
+    app.command("retrain")(retrain)
+    app.add_typer(stream_app, name="stream")
+
+
+_mount_capabilities()
+
+
 # ------------------------------------------------------------------------------------ training
 
 

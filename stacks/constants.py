@@ -94,3 +94,5 @@ def hash_key_secret_name(model_name: str, stage: str) -> str:
 
 
 FEATURES_CONSTRUCT_ID = "Features"
+STREAM_CONSTRUCT_ID = "Stream"
+PIPELINE_CONSTRUCT_ID = "Pipeline"

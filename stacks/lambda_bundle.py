@@ -96,7 +96,7 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """What goes into the serving bundle and where the build may cache its dependencies."""
+    """What goes into a function's bundle and where the build may cache its dependencies."""
 
     repo_root: Path
     architecture: Architecture
@@ -144,7 +144,7 @@ class BundleReport:
         saved = sum(self.pruned_bytes.values())
         origin = "cached" if self.cache_hit else f"installed in {self.install_seconds:.1f} s"
         return (
-            f"shipml serving bundle ({self.architecture}): {self.bundle_mb:.1f} MB unzipped; dependencies "
+            f"shipml Lambda bundle ({self.architecture}): {self.bundle_mb:.1f} MB unzipped; dependencies "
             f"{self.installed_bytes / _MB:.1f} MB installed, {saved / _MB:.1f} MB pruned ({origin})"
         )
 
@@ -318,7 +318,7 @@ def asset_fingerprint(spec: BundleSpec) -> str:
 def build_bundle(
     spec: BundleSpec, output_dir: Path, *, run: Callable[[list[str]], None] | None = None
 ) -> BundleReport:
-    """Fill `output_dir` with the serving bundle; raise BundleError if it breaks a rule."""
+    """Fill `output_dir` with the bundle; raise BundleError if it breaks a rule."""
     started = time.perf_counter()
     dependencies, report = install_dependencies(spec, run=run)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +344,7 @@ def build_bundle(
     budget = min(spec.budget_mb, LAMBDA_UNZIPPED_LIMIT_MB)
     if report.bundle_mb > budget:
         raise BundleError(
-            f"the serving bundle is {report.bundle_mb:.1f} MB unzipped, over the budget of {budget} MB "
+            f"the bundle is {report.bundle_mb:.1f} MB unzipped, over the budget of {budget} MB "
             f"(setting 'lambda_bundle_budget_mb'); largest entries: {_largest(output_dir)}"
         )
     return report

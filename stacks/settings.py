@@ -20,6 +20,7 @@ from aws_cdk import aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from stacks import constants
+from stacks.stream_settings import StreamDeploySettings
 
 if TYPE_CHECKING:
     from constructs import Node
@@ -134,6 +135,9 @@ class DeploySettings(BaseModel):
     )
     features_processing_image_uri: str | None = Field(
         default=None, description="Container image with shipml installed, for features_host=processing."
+    )
+    stream: StreamDeploySettings | None = Field(
+        default=None, description="The stream consumer (Kinesis or Kafka); unset: none is deployed."
     )
     features_bundle_budget_mb: int = Field(
         default=250,

@@ -12,9 +12,11 @@ from stacks.capture_construct import CaptureConstruct
 from stacks.features_construct import FeaturesConstruct
 from stacks.foundation_construct import FoundationConstruct
 from stacks.online_features_construct import OnlineFeaturesConstruct
+from stacks.pipeline_construct import ServingTarget, TrainingPipeline
 from stacks.serving_api_construct import ServingApiConstruct
 from stacks.serving_construct import ServingConstruct
 from stacks.settings import DeploySettings
+from stacks.stream_construct import StreamConstruct
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +64,55 @@ class ShipmlStack(cdk.Stack):
             self, constants.SERVING_API_CONSTRUCT_ID, settings=settings, target=self.serving.alias
         )
         self.features = self._build_features(settings)
+        self.stream = self._build_stream(settings)
+        self.pipeline = self._build_pipeline(settings)
         self._add_outputs()
+
+    def _build_stream(self, settings: DeploySettings) -> StreamConstruct | None:
+        """The Kinesis/Kafka consumer, when the settings ask for one."""
+        if settings.stream is None:
+            return None
+        return StreamConstruct(
+            self,
+            constants.STREAM_CONSTRUCT_ID,
+            settings=settings,
+            stream=settings.stream,
+            key=self.foundation.key,
+            bucket=self.foundation.bucket,
+            topic=self.foundation.topic,
+            online_features=self.online_features,
+            capture=self.capture,
+            live_parameter=self.serving.live_parameter,
+            hash_key_secret=self.serving.hash_key_secret,
+        )
+
+    def _build_pipeline(self, settings: DeploySettings) -> TrainingPipeline:
+        """Retraining on SageMaker, gated, rolled out to the serving alias through CodeDeploy."""
+        spec = lambda_bundle.BundleSpec(
+            repo_root=REPO_ROOT,
+            architecture="arm64",
+            contract_path=settings.contract_path.as_posix(),
+            budget_mb=settings.lambda_bundle_budget_mb,
+            requirements="functions/pipeline/requirements.txt",
+            sources=("shipml", "functions/__init__.py", "functions/pipeline"),
+            code_dir="functions/pipeline",
+        )
+        return TrainingPipeline(
+            self,
+            constants.PIPELINE_CONSTRUCT_ID,
+            settings=settings,
+            bucket=self.foundation.bucket,
+            key=self.foundation.key,
+            topic=self.foundation.topic,
+            handler_code=lambda_bundle.serving_code(spec),
+            serving=ServingTarget(
+                function=self.serving.function,
+                alias=self.serving.alias,
+                application=self.serving.application,
+                deployment_group=self.serving.deployment_group,
+                live_parameter=self.serving.live_parameter,
+            ),
+        )
 
     def _build_features(self, settings: DeploySettings) -> FeaturesConstruct:
         """The scheduled materialisation of online features from the lake into the online table."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import re
@@ -453,6 +454,14 @@ def run(paths: Paths, raw_hyperparameters: Mapping[str, Any]) -> None:
             dist.all_gather_object(rng, _rng_state())
         else:
             rng = [_rng_state()]
+        # Every rank holds the same reduced totals, so all of them stop together (no hung peers),
+        # before a diverged model reaches a checkpoint or an artifact.
+        epoch_loss = float(totals[0] / totals[1])
+        if not math.isfinite(epoch_loss):
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: the training loss is {epoch_loss} (the model diverged); "
+                "lower the learning rate or check the data"
+            )
         if is_main:
             save_checkpoint(
                 paths.checkpoints,

@@ -222,7 +222,7 @@ class StdoutMetricsSink(MetricsSink):
             {"metric": name, "value": value, "unit": unit, "dimensions": dict(dimensions or {})},
             separators=(",", ":"),
         )
-        stream = self._stream or sys.stdout  # looked up per call: uvicorn workers redirect nothing, tests do
+        stream = self._stream or sys.stdout  # looked up per call: a replaced sys.stdout is honoured
         with self._lock:
             stream.write(line + "\n")
             stream.flush()

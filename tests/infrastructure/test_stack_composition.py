@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk.assertions import Match
 
 from tests.infrastructure.conftest import SynthesizedApp
@@ -20,3 +22,24 @@ def test_materialisation_is_scheduled_with_its_own_bundle(dev: SynthesizedApp) -
         "AWS::Scheduler::Schedule",
         {"ScheduleExpression": "rate(1 hour)", "Target": Match.object_like({"Arn": Match.any_value()})},
     )
+
+
+def test_the_retraining_pipeline_targets_the_serving_alias(dev: SynthesizedApp) -> None:
+    machines = dev.template.find_resources("AWS::StepFunctions::StateMachine")
+    definition = json.dumps(
+        [m["Properties"]["DefinitionString"] for m in machines.values() if "Train" in json.dumps(m)]
+    )
+    for state in ("ValidateData", "Train", "Evaluate", "Gate", "Register", "PromoteLive"):
+        assert state in definition
+    # The deploy step may move the serving alias only through CodeDeploy, and the live parameter.
+    policies = json.dumps(dev.template.find_resources("AWS::IAM::Policy"))
+    assert "codedeploy:CreateDeployment" in policies and "ssm:PutParameter" in policies
+
+
+def test_no_stream_consumer_unless_configured(dev: SynthesizedApp, synth_app) -> None:
+    assert not dev.template.find_resources("AWS::Lambda::EventSourceMapping")
+    with_stream = synth_app({"stream": {"source": "kinesis", "output": "dynamodb"}})
+    with_stream.template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping", {"FunctionResponseTypes": ["ReportBatchItemFailures"]}
+    )
+    with_stream.template.has_resource_properties("AWS::SQS::Queue", {"KmsMasterKeyId": Match.any_value()})

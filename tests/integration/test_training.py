@@ -151,6 +151,21 @@ def test_failed_run_raises_and_leaves_no_output(tmp_path, data_file):
     assert list(out.parent.iterdir()) == []  # no half-written staging folder either
 
 
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_a_clear_error_and_no_artifact(tmp_path, data_file):
+    out = tmp_path / "out" / "artifact"
+    with pytest.raises(TrainingFailed, match=r"the training loss is nan \(the model diverged\)"):
+        run_local(
+            data_file,
+            out,
+            contract_path=CONTRACT,
+            hyperparameters={"epochs": 2, "lr": 1e30},
+            timeout_s=RUN_TIMEOUT_S,
+            echo=False,
+        )
+    assert not out.exists()
+
+
 def test_non_empty_output_folder_is_refused(tmp_path, data_file):
     out = tmp_path / "artifact"
     out.mkdir()
