@@ -42,7 +42,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks import constants, nag
-from stacks.pipeline_construct import has_local_storage
+from stacks.sagemaker_instances import has_local_storage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_DIR = "training/batch_image"

@@ -96,3 +96,6 @@ def hash_key_secret_name(model_name: str, stage: str) -> str:
 FEATURES_CONSTRUCT_ID = "Features"
 STREAM_CONSTRUCT_ID = "Stream"
 PIPELINE_CONSTRUCT_ID = "Pipeline"
+BATCH_CONSTRUCT_ID = "Batch"
+OUTPUT_TRAINING_PIPELINE = "TrainingPipelineArn"
+OUTPUT_BATCH_PIPELINE = "BatchScoringArn"

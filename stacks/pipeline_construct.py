@@ -50,6 +50,7 @@ from constructs import Construct
 
 from shipml.pipeline.steps import job_prefix
 from stacks import nag
+from stacks.sagemaker_instances import has_local_storage
 from stacks.settings import DeploySettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,11 +75,6 @@ PROCESSING_BOOTSTRAP = (
     'exec python3 -m "$0" "$@"'
 )
 
-# Instance families with local NVMe storage: SageMaker refuses a VolumeKmsKeyId for them (their
-# instance-store volumes are encrypted by the hardware), so the key is set only for the others.
-_LOCAL_STORAGE_FAMILY = re.compile(
-    r"^ml\.([a-z]+\d+[a-z]*d[a-z]*|g5|g6|g6e|gr6|p5|p5e|p5en|trn1|trn1n|trn2)\."
-)
 
 # The states, by their console names.
 PREPARE_RUN = "PrepareRun"
@@ -151,11 +147,6 @@ def _nag_arn(arn: str) -> str:
         .replace(cdk.Aws.REGION, "<AWS::Region>")
         .replace(cdk.Aws.ACCOUNT_ID, "<AWS::AccountId>")
     )
-
-
-def has_local_storage(instance_type: str) -> bool:
-    """Whether an ML instance type has NVMe instance storage (and so takes no VolumeKmsKeyId)."""
-    return bool(_LOCAL_STORAGE_FAMILY.match(instance_type))
 
 
 @functools.lru_cache(maxsize=8)

@@ -136,6 +136,20 @@ class DeploySettings(BaseModel):
     features_processing_image_uri: str | None = Field(
         default=None, description="Container image with shipml installed, for features_host=processing."
     )
+    batch_instance_type: str = Field(
+        default="ml.m5.xlarge",
+        pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$",
+        description="Batch Transform instance type.",
+    )
+    batch_instance_count: int = Field(default=1, ge=1, le=100, description="Batch Transform instance count.")
+    batch_schedule: str = Field(
+        default="",
+        pattern=r"^$|^(cron|rate)\(.+\)$",
+        description="EventBridge Scheduler expression of batch scoring; empty: run it from the console only.",
+    )
+    batch_input_format: Literal["application/jsonlines", "text/csv"] = Field(
+        default="application/jsonlines", description="Input format of batch scoring (split by line)."
+    )
     stream: StreamDeploySettings | None = Field(
         default=None, description="The stream consumer (Kinesis or Kafka); unset: none is deployed."
     )

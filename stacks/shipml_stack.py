@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks import constants, lambda_bundle
+from stacks.batch_construct import BatchScoring
 from stacks.capture_construct import CaptureConstruct
 from stacks.features_construct import FeaturesConstruct
 from stacks.foundation_construct import FoundationConstruct
@@ -66,6 +67,21 @@ class ShipmlStack(cdk.Stack):
         self.features = self._build_features(settings)
         self.stream = self._build_stream(settings)
         self.pipeline = self._build_pipeline(settings)
+        self.batch = BatchScoring(
+            self,
+            constants.BATCH_CONSTRUCT_ID,
+            model_name=settings.model_name,
+            stage=settings.stage,
+            bucket=self.foundation.bucket,
+            key=self.foundation.key,
+            topic=self.foundation.topic,
+            live_parameter=self.serving.live_parameter,
+            instance_type=settings.batch_instance_type,
+            instance_count=settings.batch_instance_count,
+            schedule=settings.batch_schedule or None,
+            input_format=settings.batch_input_format,
+            removal_policy=settings.cdk_removal_policy,
+        )
         self._add_outputs()
 
     def _build_stream(self, settings: DeploySettings) -> StreamConstruct | None:
@@ -159,5 +175,9 @@ class ShipmlStack(cdk.Stack):
         cdk.CfnOutput(self, constants.OUTPUT_LIVE_PARAMETER, value=self.serving.live_parameter.parameter_name)
         cdk.CfnOutput(self, constants.OUTPUT_ONLINE_TABLE, value=self.online_features.table.table_name)
         cdk.CfnOutput(self, constants.OUTPUT_CAPTURE_STREAM, value=self.capture.stream_name)
+        cdk.CfnOutput(
+            self, constants.OUTPUT_TRAINING_PIPELINE, value=self.pipeline.state_machine.state_machine_arn
+        )
+        cdk.CfnOutput(self, constants.OUTPUT_BATCH_PIPELINE, value=self.batch.state_machine.state_machine_arn)
         if self.serving_api.api_key is not None:
             cdk.CfnOutput(self, constants.OUTPUT_API_KEY_ID, value=self.serving_api.api_key.key_id)

@@ -28,7 +28,7 @@ from stacks.foundation_construct import FoundationConstruct
 from stacks.settings import DeploySettings
 
 # The recursive Parameters-vs-input-shape checker the pipeline tests wrote; shared rather than copied.
-from tests.infrastructure.test_pipeline_construct import shape_problems
+from tests.infrastructure.sagemaker_shapes import shape_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SESSION = botocore.session.get_session()

@@ -43,3 +43,15 @@ def test_no_stream_consumer_unless_configured(dev: SynthesizedApp, synth_app) ->
         "AWS::Lambda::EventSourceMapping", {"FunctionResponseTypes": ["ReportBatchItemFailures"]}
     )
     with_stream.template.has_resource_properties("AWS::SQS::Queue", {"KmsMasterKeyId": Match.any_value()})
+
+
+def test_batch_scoring_runs_on_the_live_model_on_a_schedule(dev: SynthesizedApp) -> None:
+    machines = dev.template.find_resources("AWS::StepFunctions::StateMachine")
+    (batch,) = [m for m in machines.values() if "createTransformJob" in json.dumps(m)]
+    definition = json.dumps(batch["Properties"]["DefinitionString"])
+    assert "ResolveLiveVersion" in definition and "ScoreBatch" in definition
+    dev.template.has_resource_properties(
+        "AWS::Scheduler::Schedule", {"ScheduleExpression": "cron(0 2 * * ? *)"}
+    )
+    outputs = dev.template.to_json()["Outputs"]
+    assert {"TrainingPipelineArn", "BatchScoringArn"} <= set(outputs)
