@@ -11,7 +11,7 @@ NODESTAMP := node_modules/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test unit infra synth lint lock clean venv node
+.PHONY: demo test unit infra synth lint lock docs clean venv node
 
 venv: $(PYSTAMP)
 node: $(NODESTAMP)
@@ -47,6 +47,10 @@ synth: $(PYSTAMP) $(NODESTAMP)
 
 lint: $(PYSTAMP)
 	$(VENV)/bin/ruff check .
+
+## docs: regenerate docs/configuration.md and docs/openapi.json from the code (a test checks them)
+docs: $(PYSTAMP)
+	$(PY) scripts/generate_docs.py
 
 ## lock: regenerate constraints.txt from the current venv after changing a pin
 lock: $(PYSTAMP)
