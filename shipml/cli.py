@@ -201,11 +201,13 @@ _mount_feature_jobs()
 
 
 def _mount_capabilities() -> None:
+    from shipml.monitoring.cli import monitor_app
     from shipml.pipeline.cli import retrain
     from shipml.stream.cli import stream_app
 
     app.command("retrain")(retrain)
     app.add_typer(stream_app, name="stream")
+    app.add_typer(monitor_app, name="monitor")
 
 
 _mount_capabilities()

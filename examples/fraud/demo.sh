@@ -18,29 +18,29 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 rm -rf "$SHIPML_ROOT"
 mkdir -p "$DATA"
 
-step "1/9 generate $ROWS synthetic transactions (seeded)"
+step "1/10 generate $ROWS synthetic transactions (seeded)"
 shipml data generate "$DATA/transactions.parquet" --rows "$ROWS"
 
-step "2/9 validate the data against the contract"
+step "2/10 validate the data against the contract"
 shipml data validate "$DATA/transactions.parquet"
 
-step "3/9 compute the online features: point in time for training, as of the end for the online store"
+step "3/10 compute the online features: point in time for training, as of the end for the online store"
 # One definition (the contract's aggregations) serves both, so training and serving see the same numbers.
 shipml features training-set "$DATA/transactions.parquet" "$DATA/training.parquet"
 shipml features materialize --data "$DATA/transactions.parquet" --as-of "2026-01-31T00:00:00+00:00"
 
-step "4/9 train with 2 torchrun workers (gloo) in a local /opt/ml layout, then register"
+step "4/10 train with 2 torchrun workers (gloo) in a local /opt/ml layout, then register"
 shipml train --data "$DATA/training.parquet" --workers 2 --epochs "$EPOCHS" --description "make demo"
 
-step "5/9 approve and promote version 1 to live"
+step "5/10 approve and promote version 1 to live"
 shipml models approve 1
 shipml models promote 1
 shipml models list
 
-step "6/9 predict sample requests with the live model"
+step "6/10 predict sample requests with the live model"
 shipml predict --file examples/fraud/requests.jsonl | tee "$SHIPML_ROOT/predictions.jsonl"
 
-step "7/9 serve the live model over HTTP (the same app as on Lambda) and send real requests"
+step "7/10 serve the live model over HTTP (the same app as on Lambda) and send real requests"
 PORT="${DEMO_PORT:-8765}"
 shipml serve --port "$PORT" &
 server=$!
@@ -50,7 +50,7 @@ kill -TERM $server && wait $server 2>/dev/null || true
 trap - EXIT
 echo "captured predictions: $(find "$SHIPML_ROOT/capture" -name '*.parquet' | wc -l) Parquet part(s) under $SHIPML_ROOT/capture"
 
-step "8/9 retrain through the synthesized Step Functions definition on drifted data; the gate decides"
+step "8/10 retrain through the synthesized Step Functions definition on drifted data; the gate decides"
 # Amounts shifted by 1.5x and three times the fraud odds in Brazil: the same pipeline that runs on
 # AWS (validate -> train -> evaluate -> gate -> register -> deploy) runs here, state by state.
 shipml data generate "$DATA/drifted.parquet" --rows "$ROWS" --seed 8 --amount-shift 1.5 --fraud-segment country=BR
@@ -58,7 +58,7 @@ shipml features training-set "$DATA/drifted.parquet" "$DATA/drifted-training.par
 shipml retrain --data "$DATA/drifted-training.parquet" --hp epochs="$EPOCHS" --reason "make demo: drifted data"
 shipml models list
 
-step "9/9 summary"
+step "9/10 summary"
 python - "$SHIPML_ROOT/predictions.jsonl" "$started" <<'PY'
 import json, subprocess, sys, time
 versions = json.loads(subprocess.run(["shipml", "models", "list", "--json"], check=True,
@@ -72,3 +72,10 @@ for line in open(sys.argv[1]):
     print(f"prediction   : {p['id']:<20} score {p['score']:.4f}  fraud={p['label']!s:<5} by {p['model_version']}{flags}")
 print(f"demo time    : {time.time() - float(sys.argv[2]):.0f} s")
 PY
+
+step "10/10 monitor: the drifted transactions replayed through version 1, against its baseline"
+# The retrain above may have promoted a model trained on the drift: watch version 1.
+shipml monitor replay "$DATA/drifted-training.parquet" --version 1 --labels-out "$DATA/drifted-labels.jsonl"
+shipml monitor quality --version 1 --labels "$DATA/drifted-labels.jsonl"
+shipml monitor status
+shipml monitor drift --version 1
