@@ -11,7 +11,7 @@ NODESTAMP := node_modules/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test unit infra synth lint lock docs clean venv node
+.PHONY: demo test unit infra synth lint lock docs load clean venv node
 
 venv: $(PYSTAMP)
 node: $(NODESTAMP)
@@ -47,6 +47,10 @@ synth: $(PYSTAMP) $(NODESTAMP)
 
 lint: $(PYSTAMP)
 	$(VENV)/bin/ruff check .
+
+## load: 20,000 requests from 8 clients to `shipml serve` on 127.0.0.1 while `live` is promoted twice
+load: $(PYSTAMP)
+	$(PY) bench/load.py --requests 20000 --clients 8
 
 ## docs: regenerate docs/configuration.md and docs/openapi.json from the code (a test checks them)
 docs: $(PYSTAMP)

@@ -15,6 +15,8 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths, utils
 from mangum import Mangum
 
+from shipml.errors import ShipmlError
+
 logger = Logger(service="shipml")
 # X-Ray tracing; Powertools turns it off outside Lambda (tests, local runs).
 tracer = Tracer(service="shipml")
@@ -59,5 +61,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "body": json.dumps({"error": "bad_event", "message": "not an API Gateway request", "errors": []}),
         }
     finally:
-        _runtime["ctx"].capture.flush()
-        _runtime["ctx"].metrics.flush()
+        ctx = _runtime["ctx"]
+        try:
+            ctx.capture.flush()
+        except ShipmlError as exc:
+            # The answer stands: the records stay buffered for the next invocation's flush.
+            logger.error("capture delivery failed", extra={"error": str(exc)})
+            ctx.metrics.put("CaptureDeliveryFailed", 1, unit="Count")
+        ctx.metrics.flush()

@@ -13,6 +13,7 @@ offset are accepted (and a naive one refused); `normalise_times` turns them to U
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -28,11 +29,28 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from shipml.contract.schema import Contract, CurrencyConversion, Feature, FieldType
+from shipml.contract.schema import (
+    ISO_TIMESTAMP_WITH_OFFSET,
+    MAX_OTHER_CATEGORY_LENGTH,
+    TIMESTAMP_FORMAT_MESSAGE,
+    Contract,
+    CurrencyConversion,
+    Feature,
+    FieldType,
+)
 from shipml.features.i18n import currency_rate, parse_locale_number
 
-_MAX_OTHER_CATEGORY_LENGTH = 64
+_MAX_OTHER_CATEGORY_LENGTH = MAX_OTHER_CATEGORY_LENGTH
+_ISO_TIMESTAMP = re.compile(ISO_TIMESTAMP_WITH_OFFSET)
+
+
+def _iso_timestamp_text(value: Any) -> Any:
+    """Let a datetime or a string in the contract's format through; refuse numbers and other forms."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_TIMESTAMP.match(value)):
+        return value
+    raise PydanticCustomError("timestamp_format", TIMESTAMP_FORMAT_MESSAGE)
 
 
 def _read_locale_number(value: Any, *, locales: list[str], integer: bool) -> Any:
@@ -89,7 +107,13 @@ def _annotation(feature: Feature, currency_rules: list[CurrencyConversion]) -> A
                 "examples": feature.categories,
             }
     elif feature.type == FieldType.timestamp:
-        base = AwareDatetime  # ISO 8601 with an offset; a naive time is refused
+        # The contract's one timestamp format (shared with the batch validator), then a datetime.
+        base = AwareDatetime
+        validators.insert(0, BeforeValidator(_iso_timestamp_text))
+        extra["json_schema_extra"] = {
+            **extra.get("json_schema_extra", {}),
+            "pattern": ISO_TIMESTAMP_WITH_OFFSET,
+        }
     else:
         base = str
         extra.update(pattern=feature.pattern, max_length=feature.max_length)

@@ -14,6 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# The one timestamp format of every contract, online and in batch: ISO 8601 date and time with
+# seconds (a fraction up to microseconds) and an explicit UTC offset ("Z" or +hh:mm).
+ISO_TIMESTAMP_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+TIMESTAMP_FORMAT_MESSAGE = "must be an ISO 8601 timestamp with a UTC offset (e.g. 2026-01-31T13:45:00+01:00)"
+# Categories with `unseen: other` accept any text of this length, online and in batch.
+MAX_OTHER_CATEGORY_LENGTH = 64
 
 
 class FieldType(StrEnum):

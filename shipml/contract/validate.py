@@ -25,11 +25,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shipml.contract.schema import Contract, Feature, FieldType, Source
+from shipml.contract.schema import (
+    ISO_TIMESTAMP_WITH_OFFSET,
+    MAX_OTHER_CATEGORY_LENGTH,
+    TIMESTAMP_FORMAT_MESSAGE,
+    Contract,
+    Feature,
+    FieldType,
+    Source,
+)
 from shipml.errors import DataError
 
-# ISO 8601 date-time with an explicit offset ("Z" or +hh:mm / +hhmm / +hh).
-_ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)$"
+# ISO 8601 date-time with an explicit offset: the one format of every path (shipml.contract.schema).
+_ISO_WITH_OFFSET = ISO_TIMESTAMP_WITH_OFFSET
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 VIOLATION_SCHEMA = pa.schema(
     [
@@ -287,7 +295,7 @@ def _parse_timestamps(feature: Feature, values: pa.Array, out: _Collector) -> pa
     out.add(
         feature.name,
         "timestamp_format",
-        "must be an ISO 8601 timestamp with a UTC offset (e.g. 2026-01-31T13:45:00+01:00)",
+        TIMESTAMP_FORMAT_MESSAGE,
         pc.invert(well_formed),
         values,
     )
@@ -344,6 +352,13 @@ def validate_table(
             unseen = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=allowed)))
             choices = ", ".join(feature.categories or [])
             out.add(feature.name, "category", f"must be one of {choices}", unseen, values)
+        elif feature.type == FieldType.category:
+            # `unseen: other` takes any text, within the same length as the request model allows.
+            length = pc.utf8_length(values)
+            bad = pc.or_(pc.less(length, 1), pc.greater(length, MAX_OTHER_CATEGORY_LENGTH))
+            out.add(
+                feature.name, "length", f"must be 1 to {MAX_OTHER_CATEGORY_LENGTH} characters", bad, values
+            )
         elif feature.type == FieldType.text:
             if feature.pattern is not None:
                 mismatch = pc.invert(pc.match_substring_regex(values, feature.pattern))

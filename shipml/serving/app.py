@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipml.backends.ports import CaptureSink, MetricsSink
 from shipml.contract import Contract, Masker, build_request_model
@@ -296,6 +297,25 @@ def create_app(ctx: ServingContext) -> FastAPI:
             headers={"retry-after": "5"},
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def refused_by_the_framework(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body it cannot decode, an unknown path or method) in the
+        # documented error shape, like every other error.
+        malformed = exc.status_code == 400
+        problems = (
+            [{"field": "body", "rule": "json_invalid", "message": str(exc.detail)}] if malformed else []
+        )
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={
+                "error": "malformed_json" if malformed else "http_error",
+                "message": "the body is not valid JSON" if malformed else str(exc.detail),
+                "request_id": getattr(request.state, "request_id", None),
+                "errors": problems,
+            },
+            headers=exc.headers,
+        )
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never echo internals; the log (masked, with the request id) has the details.
@@ -365,7 +385,15 @@ def create_app(ctx: ServingContext) -> FastAPI:
         }
         return JSONResponse(status_code=200 if healthy else 503, content=body)
 
-    @app.get("/ping", summary="SageMaker container health check")
+    @app.get(
+        "/ping",
+        summary="SageMaker container health check",
+        response_class=Response,
+        responses={
+            200: {"description": "A model is loaded.", "content": None},
+            503: {"description": "No model is loaded.", "content": None},
+        },
+    )
     async def ping() -> Response:
         return Response(status_code=200 if ctx.holder.predictor is not None else 503)
 

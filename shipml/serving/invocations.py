@@ -113,6 +113,8 @@ def parse(raw: bytes, content_type: str | None, contract: Contract) -> list[dict
         raise PayloadError(
             f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise PayloadError("the body is nested too deeply to read") from None
     if kind == CSV:
         return _records_from_csv(text, contract)
     raise PayloadError(

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from shipml.artifact import Artifact, unpack
 from shipml.backends.ports import LIVE, BlobStore, OnlineStore, Registry
 from shipml.contract import Contract
-from shipml.errors import ArtifactError, ShipmlError, UnknownModelVersion
+from shipml.errors import ArtifactError, UnknownModelVersion
 from shipml.predict import Predictor
 
 log = logging.getLogger("shipml.serving")
@@ -141,7 +141,7 @@ class ModelHolder:
             self._checked_at = now
             try:
                 ref = self.source.resolve()
-            except ShipmlError as exc:
+            except Exception as exc:  # noqa: BLE001 - an unreachable registry must not take the host down
                 self._error = f"cannot resolve the model version: {exc}"
                 return False
             current = self._predictor
@@ -156,7 +156,7 @@ class ModelHolder:
                 predictor = Predictor(
                     artifact, model_version=ref, online=self.online, http_sources=self.http_sources
                 )
-            except (ShipmlError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the same for a registry that fails mid-download
                 # Refused: the previous version (if any) keeps serving.
                 self._error = f"{ref} refused: {exc}"
                 log.error("model %s refused; keeping %s: %s", ref, current and current.model_version, exc)

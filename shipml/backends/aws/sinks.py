@@ -19,7 +19,7 @@ _FIREHOSE_MAX_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 
 class CaptureLost(ShipmlError):
-    """Capture records could not be delivered after the bounded retries."""
+    """Capture records could not be delivered after the bounded retries (they stay buffered)."""
 
 
 class FirehoseCaptureSink(CaptureSink):
@@ -30,8 +30,15 @@ class FirehoseCaptureSink(CaptureSink):
     """
 
     def __init__(
-        self, client: Any, stream: str, *, max_attempts: int = 4, base_delay_s: float = 0.05
+        self,
+        client: Any,
+        stream: str,
+        *,
+        max_attempts: int = 4,
+        base_delay_s: float = 0.05,
+        max_buffered: int = 10_000,
     ) -> None:
+        self.max_buffered = max_buffered
         self.client = client
         self.stream = stream
         self.max_attempts = max_attempts
@@ -45,10 +52,27 @@ class FirehoseCaptureSink(CaptureSink):
             self._buffer.extend(lines)
 
     def flush(self) -> None:
+        """Send everything buffered. Records still refused after the retries go back to the front of
+        the buffer for the next flush (the oldest beyond `max_buffered` are logged, masked, as dead
+        letters); then `CaptureLost` says how many are pending."""
         with self._lock:
             pending, self._buffer = self._buffer, []
+        undelivered: list[bytes] = []
         for batch in self._batches(pending):
-            self._send(batch)
+            undelivered.extend(self._send(batch))
+        if not undelivered:
+            return
+        with self._lock:
+            self._buffer = undelivered + self._buffer
+            overflow = len(self._buffer) - self.max_buffered
+            if overflow > 0:
+                for line in self._buffer[:overflow]:
+                    log.error("capture_dead_letter %s", line.decode().rstrip())
+                self._buffer = self._buffer[overflow:]
+        raise CaptureLost(
+            f"{len(undelivered)} capture records could not be delivered to {self.stream} "
+            "(kept for the next flush)"
+        )
 
     @staticmethod
     def _batches(lines: list[bytes]) -> list[list[bytes]]:
@@ -65,21 +89,28 @@ class FirehoseCaptureSink(CaptureSink):
             batches.append(current)
         return batches
 
-    def _send(self, batch: list[bytes]) -> None:
+    def _send(self, batch: list[bytes]) -> list[bytes]:
+        """Send one batch; return the records still refused after the attempts."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         for attempt in range(self.max_attempts):
-            response = self.client.put_record_batch(
-                DeliveryStreamName=self.stream, Records=[{"Data": line} for line in batch]
-            )
-            if not response.get("FailedPutCount"):
-                return
-            # Resend only the records that failed, in order.
-            batch = [
-                line
-                for line, result in zip(batch, response["RequestResponses"], strict=True)
-                if "ErrorCode" in result
-            ]
+            try:
+                response = self.client.put_record_batch(
+                    DeliveryStreamName=self.stream, Records=[{"Data": line} for line in batch]
+                )
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("PutRecordBatch failed (attempt %d): %s", attempt + 1, exc)
+            else:
+                if not response.get("FailedPutCount"):
+                    return []
+                # Resend only the records that failed, in order.
+                batch = [
+                    line
+                    for line, result in zip(batch, response["RequestResponses"], strict=True)
+                    if "ErrorCode" in result
+                ]
             time.sleep(self.base_delay_s * (2**attempt))
-        raise CaptureLost(f"{len(batch)} capture records could not be delivered to {self.stream}")
+        return batch
 
 
 class EmfMetricsSink(MetricsSink):

@@ -15,6 +15,7 @@ from shipml import atomic
 from shipml.backends.ports import CaptureSink, MetricsSink, Notifier
 
 log = logging.getLogger("shipml.notify")
+capture_log = logging.getLogger("shipml.capture")
 
 
 class ParquetCaptureSink(CaptureSink):
@@ -34,7 +35,13 @@ class ParquetCaptureSink(CaptureSink):
         with self._lock:
             self._buffer.extend(dict(r) for r in records)
             if len(self._buffer) >= self.buffer_rows:
-                self._flush_locked()
+                try:
+                    self._flush_locked()
+                except OSError as exc:
+                    # The answer stands; the records stay buffered for the next write or flush.
+                    capture_log.error(
+                        "capture part not written (%d records kept): %s", len(self._buffer), exc
+                    )
 
     def flush(self) -> None:
         with self._lock:
