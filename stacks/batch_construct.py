@@ -265,6 +265,8 @@ class BatchScoring(Construct):
                 resources=[self._arn("logs", "log-group:/aws/sagemaker/*")],
             )
         )
+        # Resource "*": PutMetricData has no resource-level permissions; the condition limits it to
+        # SageMaker's namespace.
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -272,6 +274,8 @@ class BatchScoring(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
             )
         )
+        # grant_pull adds ecr:GetAuthorizationToken on Resource "*": ECR's login token is account-wide
+        # (no resource-level permissions); the pulls themselves are scoped to the image's repository.
         self.image.repository.grant_pull(role)
         if self._online_table is not None and self._looked_up == "store":
             role.add_to_policy(
@@ -515,6 +519,8 @@ class BatchScoring(Construct):
             "StateMachineLogs",
             retention=logs.RetentionDays.THREE_MONTHS,
             removal_policy=self._removal_policy,
+            # The execution log includes execution data (inputs, outputs): encrypted with the stack's key.
+            encryption_key=self._key,
         )
         machine = sfn.StateMachine(
             self,
@@ -523,6 +529,9 @@ class BatchScoring(Construct):
             comment=f"Scores {self.input_prefix} with the live {self.model_name} model (Batch Transform)",
             definition_body=sfn.DefinitionBody.from_chainable(resolve.next(deployed)),
             timeout=self._max_runtime.plus(cdk.Duration.hours(1)),
+            # Tracing and the execution log make CDK grant X-Ray's PutTraceSegments/PutTelemetryRecords/
+            # GetSampling* and CloudWatch Logs' log-delivery actions on Resource "*": neither service has
+            # resource-level permissions for them.
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
         )

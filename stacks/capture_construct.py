@@ -43,6 +43,8 @@ class CaptureConstruct(Construct):
             "DeliveryLogs",
             retention=settings.cdk_log_retention,
             removal_policy=settings.cdk_removal_policy,
+            # Encrypted with the stack's key like every store of the stack.
+            encryption_key=key,
         )
         log_stream = logs.LogStream(
             self,

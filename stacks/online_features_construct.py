@@ -7,7 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from stacks import constants
+from stacks import constants, nag
 from stacks.settings import DeploySettings
 
 
@@ -42,6 +42,13 @@ class OnlineFeaturesConstruct(Construct):
             ),
             deletion_protection=settings.deletion_protection,
             removal_policy=settings.cdk_removal_policy,
+        )
+        nag.acknowledge(
+            self.table,
+            "NIST.800.53.R5-DynamoDBInBackupPlan",
+            "Point-in-time recovery is on (continuous backups, any second of the last 35 days). An AWS "
+            "Backup plan is the account's or organisation's policy, not a per-model stack's: it selects "
+            "resources by tag, and every resource here carries the project, stage and model tags.",
         )
 
     def grant_lookup(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -341,6 +341,8 @@ class TrainingPipeline(Construct):
                 resources=[self._arn("logs", "log-group:/aws/sagemaker/*")],
             )
         )
+        # Resource "*": PutMetricData has no resource-level permissions; the condition limits it to
+        # SageMaker's namespace.
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -348,6 +350,8 @@ class TrainingPipeline(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
             )
         )
+        # Resource "*": ECR's login token is account-wide (no resource-level permissions); the pulls
+        # below are scoped to the training image's repository.
         role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
         role.add_to_policy(
             iam.PolicyStatement(
@@ -413,6 +417,8 @@ class TrainingPipeline(Construct):
             f"{state}Logs",
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=self._settings.cdk_removal_policy,
+            # Encrypted with the stack's key like every store of the stack.
+            encryption_key=self._key,
         )
         role = iam.Role(
             self,
@@ -444,6 +450,8 @@ class TrainingPipeline(Construct):
             log_group=log_group,
             timeout=cdk.Duration.seconds(timeout_s),
             memory_size=memory_mb,
+            # Active tracing grants xray:PutTraceSegments and xray:PutTelemetryRecords on Resource "*":
+            # X-Ray has no resource-level permissions for them.
             tracing=lambda_.Tracing.ACTIVE,
             environment=environment,
             description=f"shipml retraining pipeline: {state}",
@@ -452,6 +460,12 @@ class TrainingPipeline(Construct):
             function,
             "AwsSolutions-L1",
             "Pinned to Python 3.12 like the serving function, whose cp312 dependency bundle the steps share.",
+        )
+        nag.acknowledge_design(
+            function,
+            nag.NIST_LAMBDA_OUTSIDE_VPC,
+            nag.NIST_LAMBDA_SYNC_NO_DLQ,
+            nag.NIST_LAMBDA_NO_RESERVED_CONCURRENCY,
         )
         nag.acknowledge(
             role,
@@ -982,6 +996,8 @@ class TrainingPipeline(Construct):
             "StateMachineLogs",
             retention=logs.RetentionDays.THREE_MONTHS,
             removal_policy=self._settings.cdk_removal_policy,
+            # The execution log includes execution data (inputs, outputs): encrypted with the stack's key.
+            encryption_key=self._key,
         )
         machine = sfn.StateMachine(
             self,
@@ -990,6 +1006,9 @@ class TrainingPipeline(Construct):
             comment=f"Retrains, gates and promotes the {self.model_name} model",
             definition_body=sfn.DefinitionBody.from_chainable(chain),
             timeout=cdk.Duration.seconds(3 * self._settings.training_max_runtime_s + 4 * 3600),
+            # Tracing and the execution log make CDK grant X-Ray's PutTraceSegments/PutTelemetryRecords/
+            # GetSampling* and CloudWatch Logs' log-delivery actions on Resource "*": neither service has
+            # resource-level permissions for them.
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
         )

@@ -9,6 +9,7 @@ difference is small next to a model invocation.
 from __future__ import annotations
 
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -27,10 +28,18 @@ class ServingApiConstruct(Construct):
 
     Request size: API Gateway's own limit (10 MB) cannot be lowered, so the app enforces
     SHIPML_MAX_BODY_BYTES (413) before it reads a body; Lambda's 6 MB payload limit bounds it anyway.
+
+    `key` encrypts the access logs (the stack passes its customer-managed key).
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, settings: DeploySettings, target: lambda_.IFunction
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: DeploySettings,
+        target: lambda_.IFunction,
+        key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
@@ -39,7 +48,16 @@ class ServingApiConstruct(Construct):
             "AccessLogs",
             retention=settings.cdk_log_retention,
             removal_policy=settings.cdk_removal_policy,
+            encryption_key=key,
         )
+        if key is None:
+            nag.acknowledge(
+                self.access_logs,
+                "NIST.800.53.R5-CloudWatchLogGroupEncrypted",
+                "No customer-managed key was passed: the access logs are encrypted at rest by CloudWatch "
+                "Logs' own key. They hold request metadata only (caller, IP, path, status, latency), "
+                "never bodies; pass `key=` to encrypt them with the stack's key.",
+            )
         self.api = self._build_api()
         self.request_validator = self.api.add_request_validator(
             "RequestValidator", validate_request_body=True, validate_request_parameters=True
@@ -122,6 +140,36 @@ class ServingApiConstruct(Construct):
         return key, plan
 
     def _acknowledge_findings(self) -> None:
+        stage = self.api.deployment_stage
+        nag.acknowledge(
+            stage,
+            "NIST.800.53.R5-APIGWAssociatedWithWAF",
+            "No WAF web ACL by default (as AwsSolutions-APIG3): every method requires IAM or an API key, "
+            "the stage and usage plan throttle, and the app bounds body size; attach the account's shared "
+            "web ACL to the stage where one exists.",
+        )
+        nag.acknowledge(
+            stage,
+            "NIST.800.53.R5-APIGWCacheEnabledAndEncrypted",
+            "Predictions must never be cached: every POST is a distinct decision on distinct features, "
+            "a cached answer would be served to another caller, and the cache would hold unmasked "
+            "request data. Caching is off, so there is nothing to encrypt.",
+        )
+        nag.acknowledge(
+            stage,
+            "NIST.800.53.R5-APIGWExecutionLoggingEnabled",
+            "As AwsSolutions-APIG6: execution logging needs the account-wide API Gateway CloudWatch role, "
+            "which a per-model stack must not take over, and would log unmasked request bodies; the "
+            "stage writes JSON access logs and metrics instead.",
+        )
+        nag.acknowledge(
+            stage,
+            "NIST.800.53.R5-APIGWSSLEnabled",
+            "The rule asks for a client certificate, which authenticates API Gateway to an HTTP backend. "
+            "The only backend is a Lambda integration, invoked through the Lambda API with IAM and "
+            "resource policies; there is no HTTP endpoint to present a certificate to. Clients reach "
+            "the API over HTTPS only (API Gateway serves no plain HTTP).",
+        )
         nag.acknowledge(
             self.api,
             "AwsSolutions-COG4",

@@ -20,6 +20,7 @@ from aws_cdk import aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from stacks import constants
+from stacks.monitoring_settings import MonitoringSettings
 from stacks.stream_settings import StreamDeploySettings
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ class DeploySettings(BaseModel):
     )
     batch_input_format: Literal["application/jsonlines", "text/csv"] = Field(
         default="application/jsonlines", description="Input format of batch scoring (split by line)."
+    )
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings, description="Monitoring schedules and alarm thresholds."
     )
     stream: StreamDeploySettings | None = Field(
         default=None, description="The stream consumer (Kinesis or Kafka); unset: none is deployed."

@@ -12,6 +12,7 @@ from stacks.batch_construct import BatchScoring
 from stacks.capture_construct import CaptureConstruct
 from stacks.features_construct import FeaturesConstruct
 from stacks.foundation_construct import FoundationConstruct
+from stacks.monitoring_construct import MonitoringConstruct
 from stacks.online_features_construct import OnlineFeaturesConstruct
 from stacks.pipeline_construct import ServingTarget, TrainingPipeline
 from stacks.serving_api_construct import ServingApiConstruct
@@ -62,7 +63,11 @@ class ShipmlStack(cdk.Stack):
             capture=self.capture,
         )
         self.serving_api = ServingApiConstruct(
-            self, constants.SERVING_API_CONSTRUCT_ID, settings=settings, target=self.serving.alias
+            self,
+            constants.SERVING_API_CONSTRUCT_ID,
+            settings=settings,
+            target=self.serving.alias,
+            key=self.foundation.key,
         )
         self.features = self._build_features(settings)
         self.stream = self._build_stream(settings)
@@ -82,7 +87,34 @@ class ShipmlStack(cdk.Stack):
             input_format=settings.batch_input_format,
             removal_policy=settings.cdk_removal_policy,
         )
+        self.monitoring = self._build_monitoring(settings)
         self._add_outputs()
+
+    def _build_monitoring(self, settings: DeploySettings) -> MonitoringConstruct:
+        """Drift, quality and health jobs, alarms on every capability, the dashboard, retrain on drift."""
+        spec = lambda_bundle.BundleSpec(
+            repo_root=REPO_ROOT,
+            architecture=settings.lambda_architecture,
+            contract_path=settings.contract_path.as_posix(),
+            budget_mb=settings.lambda_bundle_budget_mb,
+            requirements="functions/monitor/requirements.txt",
+            sources=("shipml", "functions/__init__.py", "functions/monitor"),
+            code_dir="functions/monitor",
+        )
+        return MonitoringConstruct(
+            self,
+            constants.MONITORING_CONSTRUCT_ID,
+            settings=settings,
+            key=self.foundation.key,
+            bucket=self.foundation.bucket,
+            topic=self.foundation.topic,
+            monitoring=settings.monitoring,
+            serving_function=self.serving.function,
+            serving_alias=self.serving.alias,
+            api=self.serving_api.api,
+            state_machine=self.pipeline.state_machine,
+            handler_code=lambda_bundle.serving_code(spec),
+        )
 
     def _build_stream(self, settings: DeploySettings) -> StreamConstruct | None:
         """The Kinesis/Kafka consumer, when the settings ask for one."""
@@ -179,5 +211,6 @@ class ShipmlStack(cdk.Stack):
             self, constants.OUTPUT_TRAINING_PIPELINE, value=self.pipeline.state_machine.state_machine_arn
         )
         cdk.CfnOutput(self, constants.OUTPUT_BATCH_PIPELINE, value=self.batch.state_machine.state_machine_arn)
+        cdk.CfnOutput(self, constants.OUTPUT_DASHBOARD, value=self.monitoring.dashboard.dashboard_name)
         if self.serving_api.api_key is not None:
             cdk.CfnOutput(self, constants.OUTPUT_API_KEY_ID, value=self.serving_api.api_key.key_id)

@@ -95,6 +95,8 @@ class StreamConstruct(Construct):
             "FunctionLogs",
             retention=settings.cdk_log_retention,
             removal_policy=settings.cdk_removal_policy,
+            # Encrypted with the stack's key like every store of the stack.
+            encryption_key=self._key,
         )
         self.role = iam.Role(
             self,
@@ -182,6 +184,13 @@ class StreamConstruct(Construct):
             deletion_protection=settings.deletion_protection,
             removal_policy=settings.cdk_removal_policy,
         )
+        nag.acknowledge(
+            table,
+            "NIST.800.53.R5-DynamoDBInBackupPlan",
+            "Point-in-time recovery is on (continuous backups, any second of the last 35 days). An AWS "
+            "Backup plan is the account's or organisation's policy, not a per-model stack's: it selects "
+            "resources by tag, and every resource here carries the project, stage and model tags.",
+        )
         return None, table
 
     def _build_function(
@@ -235,6 +244,21 @@ class StreamConstruct(Construct):
             "AwsSolutions-L1",
             "Pinned to Python 3.12 on purpose: the bundle's binary wheels (numpy, onnxruntime, "
             "pydantic-core) are built and tested for cp312.",
+        )
+        nag.acknowledge_design(function, nag.NIST_LAMBDA_OUTSIDE_VPC)
+        nag.acknowledge(
+            function,
+            "NIST.800.53.R5-LambdaDLQ",
+            "Invoked synchronously by its event source mapping, so a function dead-letter queue would "
+            "never receive anything; failed records and batches go to this construct's KMS-encrypted "
+            "dead-letter queue instead (poison records, and the mapping's on-failure destination).",
+        )
+        nag.acknowledge(
+            function,
+            "NIST.800.53.R5-LambdaConcurrency",
+            "The event source mapping bounds concurrency already (shards x parallelization factor for "
+            "Kinesis, the provisioned pollers for Kafka); reserving more would carve capacity out of "
+            "the account's shared pool that the mapping can never use.",
         )
         return function
 
