@@ -140,9 +140,7 @@ def test_a_heavy_package_fails_the_build_and_is_not_cached(tmp_path: Path) -> No
     root = _repo(tmp_path)
     pip = FakePip({**LEAN_PACKAGE, "pandas/__init__.py": 10, "pandas-3.1.1.dist-info/METADATA": 10})
 
-    with pytest.raises(
-        BundleError, match=r"pulls in pandas: the bundle must not contain torch, pandas"
-    ):
+    with pytest.raises(BundleError, match=r"pulls in pandas: the bundle must not contain torch, pandas"):
         lambda_bundle.build_bundle(_spec(root), tmp_path / "out", run=pip)
 
     assert not [p for p in _spec(root).cache_dir.iterdir() if not p.name.startswith(".")]
