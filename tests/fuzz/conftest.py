@@ -19,7 +19,11 @@ def serving_context(contract: Contract, tmp_path_factory: pytest.TempPathFactory
     """fraud:1 live in a fresh local root, one known customer in the online store."""
     folder = tmp_path_factory.mktemp("fuzz")
     settings = Settings(
-        root=folder / "root", contract=CONTRACT_PATH, live_poll_seconds=3600, max_body_bytes=20_000
+        root=folder / "root",
+        contract=CONTRACT_PATH,
+        live_poll_seconds=3600,
+        max_body_bytes=1_000_000,  # generated batches are large: let the
+        # contract answer them (422), not the size limit (413, tested in test_serving_app.py)
     )
     backends = local_backends(settings.root)
     backends.registry.register(contract.model, artifact_for(CONTRACT_PATH, folder / "artifact"))

@@ -151,7 +151,7 @@ def test_answers_are_mapped_and_checked_and_unknown_keys_are_absent(raw):
 def test_a_slow_api_times_out_is_retried_and_then_unavailable(raw):
     with StubApi(lambda i, p, h: (200, {"risk": {"score": 0.1}}, 0.5)) as api:
         source = source_for(make_contract(raw, api.url, timeout_ms=50, retries=2))
-        with pytest.raises(FeatureSourceUnavailable, match="timed out after 50 ms, after 3 attempt"):
+        with pytest.raises(FeatureSourceUnavailable, match=r"timed out after \d+ ms, after 3 attempt"):
             source.lookup(["C00000001"])
     assert source.requests == 3  # the first attempt and two retries, no more
     assert 1 <= len(api.requests) <= 3
