@@ -11,16 +11,28 @@ import json
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths, utils
 from mangum import Mangum
 
 from shipml.errors import ShipmlError
 
 logger = Logger(service="shipml")
-# X-Ray tracing; Powertools turns it off outside Lambda (tests, local runs).
-tracer = Tracer(service="shipml")
 _runtime: dict[str, Any] = {}
+
+
+def _traced(function: Any) -> Any:
+    """X-Ray tracing through Powertools' Tracer on Lambda; elsewhere (tests, benchmarks, tools) the
+    handler runs untraced and the X-Ray SDK, about 0.4 s to import, is never loaded."""
+    if (
+        not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        or os.environ.get("POWERTOOLS_TRACE_DISABLED") == "true"
+    ):
+        return function
+    from aws_lambda_powertools import Tracer
+
+    # Responses are not traced: they carry ids.
+    return Tracer(service="shipml").capture_lambda_handler(capture_response=False)(function)
 
 
 def _build() -> tuple[Mangum, Any]:
@@ -47,7 +59,7 @@ if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"):
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)  # responses are not traced: they carry ids
+@_traced
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "app" not in _runtime:
         _cold_start()

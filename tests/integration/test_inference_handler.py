@@ -61,3 +61,17 @@ def test_the_app_is_built_once_per_environment(handler, request_body):
     app = module._runtime["app"]
     handler(rest_v1_event("POST", "/predict", request_body()), LambdaContext())
     assert module._runtime["app"] is app
+
+
+def test_tracing_wraps_the_handler_on_lambda_only(monkeypatch):
+    def plain(event, context):
+        return {"statusCode": 200}
+
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    assert module._traced(plain) is plain  # tests, benchmarks, tools: no X-Ray SDK import
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "shipml-inference")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    assert module._traced(plain) is plain  # tracing switched off by configuration
+    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED")
+    traced = module._traced(plain)
+    assert traced is not plain and traced.__wrapped__ is plain
