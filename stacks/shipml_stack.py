@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks import constants, lambda_bundle
@@ -21,6 +22,29 @@ from stacks.settings import DeploySettings
 from stacks.stream_construct import StreamConstruct
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _handler_code(
+    settings: DeploySettings,
+    folder: str,
+    *,
+    architecture: str,
+    budget_mb: int | None = None,
+    forbidden: tuple[str, ...] = lambda_bundle.HEAVY_PACKAGES,
+) -> lambda_.Code:
+    """The code asset of the handlers in `functions/<folder>`: their pinned requirements, shipml and
+    the contract, bundled without Docker for the functions' architecture."""
+    spec = lambda_bundle.BundleSpec(
+        repo_root=REPO_ROOT,
+        architecture=architecture,  # type: ignore[arg-type]
+        contract_path=settings.contract_path.as_posix(),
+        budget_mb=budget_mb or settings.lambda_bundle_budget_mb,
+        requirements=f"functions/{folder}/requirements.txt",
+        sources=("shipml", "functions/__init__.py", f"functions/{folder}"),
+        forbidden=forbidden,
+        code_dir=f"functions/{folder}",
+    )
+    return lambda_bundle.serving_code(spec)
 
 
 class ShipmlStack(cdk.Stack):
@@ -92,15 +116,6 @@ class ShipmlStack(cdk.Stack):
 
     def _build_monitoring(self, settings: DeploySettings) -> MonitoringConstruct:
         """Drift, quality and health jobs, alarms on every capability, the dashboard, retrain on drift."""
-        spec = lambda_bundle.BundleSpec(
-            repo_root=REPO_ROOT,
-            architecture=settings.lambda_architecture,
-            contract_path=settings.contract_path.as_posix(),
-            budget_mb=settings.lambda_bundle_budget_mb,
-            requirements="functions/monitor/requirements.txt",
-            sources=("shipml", "functions/__init__.py", "functions/monitor"),
-            code_dir="functions/monitor",
-        )
         return MonitoringConstruct(
             self,
             constants.MONITORING_CONSTRUCT_ID,
@@ -113,7 +128,7 @@ class ShipmlStack(cdk.Stack):
             serving_alias=self.serving.alias,
             api=self.serving_api.api,
             state_machine=self.pipeline.state_machine,
-            handler_code=lambda_bundle.serving_code(spec),
+            handler_code=_handler_code(settings, "monitor", architecture=settings.lambda_architecture),
         )
 
     def _build_stream(self, settings: DeploySettings) -> StreamConstruct | None:
@@ -136,15 +151,6 @@ class ShipmlStack(cdk.Stack):
 
     def _build_pipeline(self, settings: DeploySettings) -> TrainingPipeline:
         """Retraining on SageMaker, gated, rolled out to the serving alias through CodeDeploy."""
-        spec = lambda_bundle.BundleSpec(
-            repo_root=REPO_ROOT,
-            architecture="arm64",
-            contract_path=settings.contract_path.as_posix(),
-            budget_mb=settings.lambda_bundle_budget_mb,
-            requirements="functions/pipeline/requirements.txt",
-            sources=("shipml", "functions/__init__.py", "functions/pipeline"),
-            code_dir="functions/pipeline",
-        )
         return TrainingPipeline(
             self,
             constants.PIPELINE_CONSTRUCT_ID,
@@ -152,7 +158,8 @@ class ShipmlStack(cdk.Stack):
             bucket=self.foundation.bucket,
             key=self.foundation.key,
             topic=self.foundation.topic,
-            handler_code=lambda_bundle.serving_code(spec),
+            # The pipeline's functions are arm64 (stacks/pipeline_construct.py), whatever serving uses.
+            handler_code=_handler_code(settings, "pipeline", architecture="arm64"),
             serving=ServingTarget(
                 function=self.serving.function,
                 alias=self.serving.alias,
@@ -167,17 +174,13 @@ class ShipmlStack(cdk.Stack):
         code = None
         if settings.features_host == "lambda":
             # The job reads Parquet, so its bundle carries pyarrow (never torch, pandas or sklearn).
-            spec = lambda_bundle.BundleSpec(
-                repo_root=REPO_ROOT,
+            code = _handler_code(
+                settings,
+                "features",
                 architecture="arm64",
-                contract_path=settings.contract_path.as_posix(),
                 budget_mb=settings.features_bundle_budget_mb,
-                requirements="functions/features/requirements.txt",
-                sources=("shipml", "functions/__init__.py", "functions/features"),
                 forbidden=("torch", "pandas", "sklearn"),
-                code_dir="functions/features",
             )
-            code = lambda_bundle.serving_code(spec)
         return FeaturesConstruct(
             self,
             constants.FEATURES_CONSTRUCT_ID,
