@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipml.errors import ShipmlError
 
 ENV_PREFIX = "SHIPML_"
+M = TypeVar("M", bound=BaseModel)
 
 
 class Settings(BaseModel):
@@ -62,17 +63,32 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from SHIPML_* variables (e.g. SHIPML_ROOT), then explicit overrides."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for name in cls.model_fields:
-            key = ENV_PREFIX + name.upper()
-            if key in environ:
-                values[name] = environ[key]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-            )
-            raise ShipmlError(f"invalid settings: {problems}") from None
+        return settings_from_env(cls, ENV_PREFIX, environ, overrides, what="settings")
+
+
+def settings_from_env(
+    model: type[M],
+    prefix: str,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, object],
+    *,
+    what: str,
+) -> M:
+    """Validate `model` from `prefix`+FIELD environment variables, then non-None overrides.
+
+    A bad value is a `ShipmlError` naming each variable and its rule.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name in model.model_fields:
+        key = prefix + name.upper()
+        if key in environ:
+            values[name] = environ[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{prefix}{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ShipmlError(f"invalid {what}: {problems}") from None

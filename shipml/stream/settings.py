@@ -5,13 +5,12 @@ Kept apart so that the stream capability adds no fields to the settings every ot
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shipml.errors import ShipmlError
+from shipml.settings import settings_from_env
 
 STREAM_ENV_PREFIX = "SHIPML_STREAM_"
 
@@ -66,18 +65,4 @@ class StreamSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> StreamSettings:
         """Settings from SHIPML_STREAM_* variables (e.g. SHIPML_STREAM_SOURCE), then explicit overrides."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for name in cls.model_fields:
-            key = STREAM_ENV_PREFIX + name.upper()
-            if key in environ:
-                values[name] = environ[key]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{STREAM_ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise ShipmlError(f"invalid stream settings: {problems}") from None
+        return settings_from_env(cls, STREAM_ENV_PREFIX, environ, overrides, what="stream settings")
