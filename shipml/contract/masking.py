@@ -31,13 +31,20 @@ class Masker:
     def __init__(self, contract: Contract, *, hash_key: bytes = b"shipml") -> None:
         self._policies = {f.name: f.pii_policy for f in contract.pii_features}
         self._key = hash_key
+        # Planned once: `mask` runs on every captured record.
+        self._dropped = frozenset(n for n, p in self._policies.items() if p == PiiPolicy.drop)
+        self._changed = [
+            (n, mask_value if p == PiiPolicy.mask else self.hash_value)
+            for n, p in self._policies.items()
+            if p in (PiiPolicy.mask, PiiPolicy.hash)
+        ]
 
     @property
     def fields(self) -> set[str]:
         return set(self._policies)
 
     def hash_value(self, value: Any) -> str:
-        digest = hmac.new(self._key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+        digest = hmac.digest(self._key, str(value).encode("utf-8"), hashlib.sha256).hex()
         return f"h:{digest[:24]}"
 
     def mask_field(self, name: str, value: Any) -> Any:
@@ -53,9 +60,10 @@ class Masker:
 
     def mask(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of `record` that is safe to log, capture or use as a metric dimension."""
-        out: dict[str, Any] = {}
-        for name, value in record.items():
-            if self._policies.get(name) == PiiPolicy.drop:
-                continue
-            out[name] = self.mask_field(name, value)
+        dropped = self._dropped
+        out = {name: value for name, value in record.items() if name not in dropped}
+        for name, policy in self._changed:
+            value = out.get(name)
+            if value is not None:
+                out[name] = policy(value)
         return out

@@ -103,6 +103,74 @@ def test_emf_metrics_are_printed_as_embedded_metric_format(capsys):
     assert document["Latency"] == [3.0] and document["Predictions"] == [2.0] and document["model"] == "fraud"
 
 
+def _documents(capsys) -> list[dict]:
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    documents = [json.loads(line) for line in lines]
+    for document in documents:
+        assert isinstance(document["_aws"].pop("Timestamp"), int)
+    return documents
+
+
+def test_emf_documents_are_what_powertools_prints_for_the_same_points(capsys):
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    sink = EmfMetricsSink("shipml", "fraud", default_dimensions={"model": "fraud"})
+    sink.put("Latency", 3.5, unit="Milliseconds", dimensions={"model": "fraud"})
+    sink.put("Predictions", 2, unit="Count")
+    sink.put("Latency", 1.25, unit="Milliseconds")
+    sink.put("Ratio", 0.5)
+    sink.put("Shed", 1, unit="Count", dimensions={"model": "fraud", "reason": "quota"})
+    sink.flush()
+    ours = _documents(capsys)
+
+    expected = []
+    for dims, points in (
+        (
+            {"model": "fraud"},
+            [
+                ("Latency", "Milliseconds", 3.5),
+                ("Predictions", "Count", 2),
+                ("Latency", "Milliseconds", 1.25),
+                ("Ratio", "None", 0.5),
+            ],
+        ),
+        ({"model": "fraud", "reason": "quota"}, [("Shed", "Count", 1)]),
+    ):
+        provider = AmazonCloudWatchEMFProvider(namespace="shipml", service="fraud", default_dimensions=dims)
+        for name, unit, value in points:
+            provider.add_metric(name=name, unit="NoUnit" if unit == "None" else unit, value=value)
+        provider.flush_metrics()
+    expected = _documents(capsys)
+    assert ours == expected
+    assert ours[0]["Latency"] == [3.5, 1.25] and ours[1]["reason"] == "quota"
+
+    sink.flush()  # nothing buffered: nothing printed
+    assert _documents(capsys) == []
+
+
+def test_emf_documents_keep_to_the_limit_of_values_per_metric(capsys):
+    sink = EmfMetricsSink("shipml", "fraud")
+    for i in range(250):
+        sink.put("Latency", float(i), unit="Milliseconds")
+    sink.put("Predictions", 1, unit="Count")
+    sink.flush()
+    documents = _documents(capsys)
+    assert [len(d["Latency"]) for d in documents] == [100, 100, 50]
+    assert sum((d["Latency"] for d in documents), []) == [float(i) for i in range(250)]
+    # The second and third documents hold Latency only, and list only it.
+    assert [[m["Name"] for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]] for d in documents] == [
+        ["Latency", "Predictions"],
+        ["Latency"],
+        ["Latency"],
+    ]
+    assert "Predictions" not in documents[1]
+
+
+def test_emf_refuses_an_unknown_unit():
+    with pytest.raises(ValueError, match="unit 'Parsecs'"):
+        EmfMetricsSink("shipml", "fraud").put("Distance", 1, unit="Parsecs")
+
+
 def test_sns_notifier(aws):
     sns, sqs = aws.client("sns"), aws.client("sqs")
     topic = sns.create_topic(Name="alerts")["TopicArn"]

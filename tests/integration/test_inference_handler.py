@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -75,3 +76,29 @@ def test_tracing_wraps_the_handler_on_lambda_only(monkeypatch):
     monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED")
     traced = module._traced(plain)
     assert traced is not plain and traced.__wrapped__ is plain
+
+
+def test_log_lines_carry_the_lambda_context_and_the_correlation_id(handler, monkeypatch):
+    """The keys of Powertools' `inject_lambda_context`: context, cold start, API Gateway request id."""
+    stream = io.StringIO()
+    monkeypatch.setattr(module.logger.registered_handler, "stream", stream)
+
+    def logged() -> dict:
+        (line,) = [json.loads(x) for x in stream.getvalue().splitlines() if '"unreadable event"' in x]
+        stream.seek(0)
+        stream.truncate()
+        return line
+
+    lines = []
+    for request_id in ("first-request", "second-request"):
+        context = LambdaContext()
+        handler({"requestContext": {"requestId": request_id}}, context)  # unreadable: logged
+        line = logged()
+        assert line["function_request_id"] == context.aws_request_id
+        lines.append(line)
+    assert [x["correlation_id"] for x in lines] == ["first-request", "second-request"]
+    assert [x["cold_start"] for x in lines] == [True, False]
+    assert lines[0]["function_name"] == "shipml-inference" and lines[0]["function_memory_size"] == 1024
+    assert lines[1]["function_arn"].endswith(":function:shipml-inference:live")
+    handler({}, LambdaContext())  # no request context: no correlation id left over from before
+    assert logged().get("correlation_id") is None

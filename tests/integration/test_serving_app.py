@@ -7,12 +7,13 @@ import logging
 
 import pyarrow.parquet as pq
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from shipml.backends import LIVE, local_backends
 from shipml.backends.ports import OnlineStore
 from shipml.errors import FeatureSourceUnavailable
-from shipml.serving.app import create_app
+from shipml.serving.app import DirectRoute, create_app
 from shipml.serving.factory import local_context
 from shipml.settings import Settings
 
@@ -279,3 +280,25 @@ def test_a_down_online_store_falls_back_or_refuses_per_the_contract(context, req
             "online feature 'txn_count_24h' is unavailable (online store timed out after 40 ms)"
             in response.text
         )
+
+
+def test_direct_routes_take_the_request_only():
+    """A DirectRoute calls its endpoint with the Request alone, so any other parameter is refused
+    when the app is built, rather than silently never filled."""
+
+    async def reads_the_request(request: Request):  # noqa: ANN202
+        return None
+
+    async def wants_a_query(request: Request, limit: int = 3):  # noqa: ANN202
+        return None
+
+    assert DirectRoute("/ok", reads_the_request, methods=["GET"]).path == "/ok"
+    with pytest.raises(TypeError, match="takes the Request only"):
+        DirectRoute("/bad", wants_a_query, methods=["GET"])
+
+
+def test_request_id_is_echoed_and_an_oversized_body_still_gets_one(client, request_body):
+    answer = client.post("/predict", json=request_body(), headers={"x-request-id": "abc-123"})
+    assert answer.headers["x-request-id"] == "abc-123" and answer.json()["request_id"] == "abc-123"
+    refused = client.post("/predict", content=b"{" + b" " * 30_000 + b"}", headers={"x-request-id": "big-1"})
+    assert refused.status_code == 413 and refused.headers["x-request-id"] == "big-1"

@@ -39,6 +39,11 @@ class SqliteOnlineStore(OnlineStore):
         found: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(str(k) for k in keys))
         db = self._db()
+        if len(unique) == 1:  # a real-time request: one statement SQLite keeps prepared
+            row = db.execute(
+                "SELECT item FROM features WHERE grp = ? AND entity = ?", (group, unique[0])
+            ).fetchone()
+            return {unique[0]: json.loads(row[0])} if row else {}
         for start in range(0, len(unique), _BATCH):
             chunk = unique[start : start + _BATCH]
             marks = ",".join("?" * len(chunk))
