@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shipml.artifact import Artifact
 from shipml.backends.ports import OnlineStore
-from shipml.contract import FeatureEncoder
+from shipml.contract import Contract, FeatureEncoder
 from shipml.contract.row_encode import RowEncoder
 from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError
 
@@ -67,6 +67,17 @@ class Predictor:
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
 
+    @property
+    def contract(self) -> Contract:
+        return self._contract
+
+    @contract.setter
+    def contract(self, contract: Contract) -> None:
+        self._contract = contract
+        # Read once per contract: the contract computes its feature lists on each access.
+        self._has_http = bool(contract.http_features)
+        self._online = [(f.name, f.default, f.on_missing == "reject") for f in contract.online_features]
+
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Scores for an encoded float32 matrix, in one onnxruntime call."""
         if len(matrix) == 0:
@@ -81,16 +92,16 @@ class Predictor:
         follows each feature's `on_missing`: the contract's default, flagged in the response, or
         an `OnlineFeatureError` (a 503 at the API) naming the feature.
         """
-        online = self.contract.online_features
         rows = [dict(r) for r in records]
         fallbacks: list[list[str]] = [[] for _ in rows]
-        if self.contract.http_features:
+        if self._has_http:
             from shipml.features.http import apply_http_features
 
             for flagged, more in zip(
                 fallbacks, apply_http_features(self.contract, self.http_sources, rows), strict=True
             ):
                 flagged.extend(more)
+        online = self._online
         if not online:
             return rows, fallbacks
         key = self.contract.entity_key
@@ -106,18 +117,18 @@ class Predictor:
                 unavailable = str(exc)
         for row, flagged in zip(rows, fallbacks, strict=True):
             item = found.get(str(row.get(key)), {})
-            for feature in online:
-                value = item.get(feature.name)
+            for name, default, reject in online:
+                value = item.get(name)
                 if value is None:
-                    if feature.on_missing == "reject":
+                    if reject:
                         reason = unavailable or f"no value for this {key}"
                         raise OnlineFeatureError(
-                            f"online feature {feature.name!r} is unavailable ({reason}) "
+                            f"online feature {name!r} is unavailable ({reason}) "
                             "and the contract allows no default"
                         )
-                    value = feature.default
-                    flagged.append(feature.name)
-                row[feature.name] = value
+                    value = default
+                    flagged.append(name)
+                row[name] = value
         return rows, fallbacks
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
@@ -132,8 +143,9 @@ class Predictor:
         scores = self.score_matrix(self._row_encoder.encode(rows))
         threshold = self.contract.outputs.threshold
         id_field = self.contract.id
+        # Built from values typed here (float, bool, str, list), so pydantic's validation is skipped.
         predictions = [
-            Prediction(
+            Prediction.model_construct(
                 id=row.get(id_field),
                 score=float(score),
                 label=bool(score >= threshold),

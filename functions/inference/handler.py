@@ -61,9 +61,8 @@ if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"):
 def _log_context(event: Any, context: Any) -> None:
     """The keys Powertools' `inject_lambda_context` puts on every log line: the Lambda context,
     `cold_start`, and the API Gateway request id as `correlation_id` (REST and HTTP APIs keep it at
-    `requestContext.requestId`). Set here with the Logger's own `append_keys` and
-    `set_correlation_id`, because the decorator's per-event JMESPath query and environment reads
-    cost a fifth of the whole invocation."""
+    `requestContext.requestId`). Set here with the Logger's own `append_keys`, because the
+    decorator's per-event JMESPath query and environment reads cost a fifth of the invocation."""
     first = "logged" not in _runtime
     if first:
         _runtime["logged"] = True
@@ -75,8 +74,11 @@ def _log_context(event: Any, context: Any) -> None:
     # As Powertools counts it: a provisioned-concurrency environment was warmed before any request.
     cold = first and os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "provisioned-concurrency"
     request = event.get("requestContext") if isinstance(event, dict) else None
-    logger.append_keys(cold_start=cold, function_request_id=context.aws_request_id)
-    logger.set_correlation_id(request.get("requestId") if isinstance(request, dict) else None)
+    logger.append_keys(  # correlation_id as `set_correlation_id` sets it, in the same call
+        cold_start=cold,
+        function_request_id=context.aws_request_id,
+        correlation_id=request.get("requestId") if isinstance(request, dict) else None,
+    )
 
 
 @_traced

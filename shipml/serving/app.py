@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipml.backends.ports import CaptureSink, MetricsSink
-from shipml.contract import Contract, Masker, build_request_model
+from shipml.contract import Contract, FieldType, Masker, build_request_model
 from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError, ShipmlError
 from shipml.predict import Prediction, Predictor
 from shipml.serving import invocations
@@ -189,16 +189,14 @@ class DirectRoute(APIRoute):
         return handler
 
 
-def _json_safe(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def create_app(ctx: ServingContext) -> FastAPI:
     """The app for one contract. Builds the generated models once; serves whatever `ctx.holder` holds."""
     contract = ctx.contract
     RequestModel = build_request_model(contract)  # noqa: N806 - a class
     PredictResponse, BatchResponse = build_response_models(contract)  # noqa: N806
     max_rows = contract.serving.max_batch_rows
+    # Captured as ISO 8601 text, as the capture schema says.
+    timestamps = [f.name for f in contract.features if f.type == FieldType.timestamp]
 
     class BatchRequest(BaseModel):
         records: Annotated[
@@ -254,7 +252,11 @@ def create_app(ctx: ServingContext) -> FastAPI:
         fallbacks = 0
         for prediction, row in zip(predictions, rows, strict=True):
             fallbacks += len(prediction.fallbacks)
-            masked = ctx.masker.mask({k: _json_safe(v) for k, v in row.items()})
+            masked = ctx.masker.mask(row)
+            for name in timestamps:
+                value = masked.get(name)
+                if isinstance(value, datetime):
+                    masked[name] = value.isoformat()
             captured.append(
                 {
                     "request_id": request_id,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -47,7 +49,9 @@ class FirehoseCaptureSink(CaptureSink):
         self._lock = threading.Lock()
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        lines = [(json.dumps(dict(r), default=str) + "\n").encode() for r in records]
+        lines = [
+            (json.dumps(r if type(r) is dict else dict(r), default=str) + "\n").encode() for r in records
+        ]
         with self._lock:
             self._buffer.extend(lines)
 
@@ -113,6 +117,13 @@ class FirehoseCaptureSink(CaptureSink):
         return batch
 
 
+def _json_floats(values: list[float]) -> str:
+    """A JSON array of floats; `repr` is JSON's own spelling of a finite float."""
+    if all(math.isfinite(v) for v in values):
+        return "[" + ",".join(map(float.__repr__, values)) + "]"
+    return json.dumps(values)  # NaN / Infinity: spelled as Powertools would (json.dumps)
+
+
 class EmfMetricsSink(MetricsSink):
     """CloudWatch metrics as Embedded Metric Format documents on stdout: no API call on the request path.
 
@@ -139,6 +150,7 @@ class EmfMetricsSink(MetricsSink):
         self._namespace = namespace
         self._service = service
         self._defaults = tuple((k, str(v)) for k, v in (default_dimensions or {}).items())
+        self._default_map = dict(self._defaults)
         self._units = {unit.value: unit.value for unit in MetricUnit} | {"None": MetricUnit.NoUnit.value}
         self._disabled = is_metrics_disabled()
         # dimensions -> metric name -> (unit, values)
@@ -152,7 +164,10 @@ class EmfMetricsSink(MetricsSink):
         emf_unit = self._units.get(unit)
         if emf_unit is None:
             raise ValueError(f"metric {name!r}: unit {unit!r} is not a CloudWatch unit")
-        dims = self._defaults if dimensions is None else tuple((k, str(v)) for k, v in dimensions.items())
+        if dimensions is None or dimensions == self._default_map:
+            dims = self._defaults
+        else:
+            dims = tuple((k, str(v)) for k, v in dimensions.items())
         with self._lock:
             group = self._points.setdefault(dims, {})
             point = group.get(name)
@@ -166,8 +181,9 @@ class EmfMetricsSink(MetricsSink):
         if self._disabled:
             return
         for dims, group in points.items():
+            # One write per document: EMF is read line by line from the function's stdout.
             for document in self._documents(dims, group):
-                print(document)
+                sys.stdout.write(document)
 
     def _documents(
         self, dims: tuple[tuple[str, str], ...], group: dict[str, tuple[str, list[float]]]
@@ -183,10 +199,10 @@ class EmfMetricsSink(MetricsSink):
                 present = [n for n in chunk if len(group[n][1]) > start]
                 head, tail, keys = self._layout(dims, tuple((n, group[n][0]) for n in present))
                 values = "".join(
-                    f",{key}:{json.dumps(group[n][1][start : start + self._MAX_VALUES])}"
+                    f",{key}:{_json_floats(group[n][1][start : start + self._MAX_VALUES])}"
                     for n, key in zip(present, keys, strict=True)
                 )
-                documents.append(f"{head}{int(time.time() * 1000)}{tail}{values}}}")
+                documents.append(f"{head}{int(time.time() * 1000)}{tail}{values}}}\n")
         return documents
 
     def _layout(
