@@ -15,8 +15,13 @@ capture into the Firehose adapter with the in-memory client, EMF metrics; so, as
 Parquet writer and no pyarrow).
 The bundle size comes from the real Lambda bundle (built for cp312, cached under .shipml/build).
 
-Prints a table, then one JSON line with overhead_vs_floor, latency_vs_typical,
-cold_start_vs_typical and bundle_mb (ratios: ours / baseline; lower is better).
+Prints a table, then one JSON line (lower is better everywhere):
+- overhead_vs_floor: the time our handler adds over the framework floor, relative to the floor,
+  (ours - floor) / floor; 0 would be a handler that costs no more than returning a constant. The
+  plain ratio ours / floor (= overhead_vs_floor + 1) is printed in the table;
+- latency_vs_typical: ours / typical (median time per event);
+- cold_start_vs_typical: ours / typical (fresh process to first response);
+- bundle_mb: the unzipped Lambda bundle.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from tests.builders import LambdaContext, rest_v1_event  # noqa: E402
 
 CONTRACT = ROOT / "examples" / "fraud" / "contract.yaml"
+ROUNDS = 5
 REQUEST = json.loads((ROOT / "examples" / "fraud" / "requests.jsonl").read_text().splitlines()[1])
 
 
@@ -260,7 +266,13 @@ def main() -> None:
             "floor": floor_handler(),
             "typical": typical_handler(model_path, root),
         }
-        samples = {name: time_events(h, event, args.events) for name, h in handlers.items()}
+        # Blocks of events per handler, taking turns: each block runs back to back (as a warm
+        # Lambda environment does), and a noisy neighbour slows every handler alike rather than
+        # whichever happened to run at that moment.
+        samples: dict[str, list[float]] = {name: [] for name in handlers}
+        for _ in range(ROUNDS):
+            for name, h in handlers.items():
+                samples[name] += time_events(h, event, max(1, args.events // ROUNDS))
         cold = {name: cold_start(name, root, model_path, args.cold_runs) for name in ("ours", "typical")}
         bundle_mb = bundle_megabytes(Path(tmp))
 
@@ -272,8 +284,10 @@ def main() -> None:
         cold_s = f"{cold[name]:.2f}" if name in cold else "-"
         print(f"{name:<10}{statistics.median(values):>12.1f}{p99(values):>12.1f}{cold_s:>15}")
     ours = statistics.median(samples["ours"])
+    floor = statistics.median(samples["floor"])
+    print(f"ours / floor = {ours / floor:.3f} (the time ours adds over the floor: {ours - floor:.1f} us)")
     figures = {
-        "overhead_vs_floor": round(ours / statistics.median(samples["floor"]), 3),
+        "overhead_vs_floor": round((ours - floor) / floor, 3),
         "latency_vs_typical": round(ours / statistics.median(samples["typical"]), 3),
         "cold_start_vs_typical": round(cold["ours"] / cold["typical"], 3),
         "bundle_mb": round(bundle_mb, 1),

@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipml.backends.ports import CaptureSink, MetricsSink
@@ -42,6 +43,7 @@ from shipml.serving.schemas import build_response_models, error_response_model
 log = logging.getLogger("shipml.serving")
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -62,13 +64,28 @@ class ServingContext:
     online_check: Callable[[], str] | None = None
 
 
-def _request_id(scope: dict, headers: dict[bytes, bytes]) -> str:
-    given = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-    if _REQUEST_ID.match(given):
+def _request_id(scope: dict, header: bytes | None) -> str:
+    """The caller's x-request-id when it is well formed, else API Gateway's request id, else new."""
+    given = header.decode("latin-1") if header else ""
+    if given and _REQUEST_ID.match(given):
         return given
     event = scope.get("aws.event") or {}
     aws_id = (event.get("requestContext") or {}).get("requestId") if isinstance(event, dict) else None
     return str(aws_id) if aws_id else uuid.uuid4().hex
+
+
+async def _body(request: Request) -> bytes:
+    """The request body. Edge has already received it whole (to enforce the size limit), so it is
+    one message, or a few: read them directly rather than through Starlette's stream generator."""
+    chunks = []
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def _field(loc: Sequence[Any]) -> str:
@@ -105,19 +122,23 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        request_id = _request_id(scope, headers)
+        given = declared = None
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                declared = value
+            elif name == _REQUEST_ID_HEADER_BYTES:
+                given = value
+        request_id = _request_id(scope, given)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["started"] = time.perf_counter()
-        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        header = (_REQUEST_ID_HEADER_BYTES, request_id.encode())
 
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send_with_id)
             return
@@ -386,14 +407,16 @@ def create_app(ctx: ServingContext) -> FastAPI:
         # The body is validated by pydantic-core straight from the JSON bytes: the same model and
         # the same errors as a typed body parameter, at a third of FastAPI's per-request cost.
         try:
-            record = RequestModel.model_validate_json(await request.body())
+            record = RequestModel.model_validate_json(await _body(request))
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-        request_id = request.state.request_id
-        (prediction,) = score([record.model_dump()], request_id, request.state.started)
+        state = request.scope["state"]  # set by Edge; read directly, not through a State wrapper
+        request_id = state["request_id"]
+        (prediction,) = score([record.model_dump()], request_id, state["started"])
         # The items are built from validated values, so FastAPI's second pass over the response
-        # model is skipped; the model still documents the response in /openapi.json.
-        return JSONResponse(response_item(prediction, request_id))
+        # model is skipped (the model still documents the response in /openapi.json), and
+        # pydantic-core writes the JSON, as FastAPI itself does for a response model.
+        return Response(to_json(response_item(prediction, request_id)), media_type="application/json")
 
     @app.post("/predict/batch", response_model=BatchResponse, summary=f"Score up to {max_rows} records")
     async def predict_batch(request: Request, batch: BatchRequest) -> JSONResponse:

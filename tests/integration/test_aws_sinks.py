@@ -74,12 +74,12 @@ def test_firehose_resends_only_failed_records_and_reports_loss():
                 "FailedPutCount": 1,
                 "RequestResponses": [{"RecordId": "a"}, {"ErrorCode": "ServiceUnavailable"}],
             },
-            {"DeliveryStreamName": "capture", "Records": [{"Data": b'{"n": 1}\n'}, {"Data": b'{"n": 2}\n'}]},
+            {"DeliveryStreamName": "capture", "Records": [{"Data": b'{"n":1}\n'}, {"Data": b'{"n":2}\n'}]},
         )
         stub.add_response(
             "put_record_batch",
             {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "b"}]},
-            {"DeliveryStreamName": "capture", "Records": [{"Data": b'{"n": 2}\n'}]},
+            {"DeliveryStreamName": "capture", "Records": [{"Data": b'{"n":2}\n'}]},
         )
         sink.write([{"n": 1}, {"n": 2}])
         sink.flush()
