@@ -143,9 +143,8 @@ class Predictor:
         scores = self.score_matrix(self._row_encoder.encode(rows))
         threshold = self.contract.outputs.threshold
         id_field = self.contract.id
-        # Built from values typed here (float, bool, str, list), so pydantic's validation is skipped.
         predictions = [
-            Prediction.model_construct(
+            Prediction(
                 id=row.get(id_field),
                 score=float(score),
                 label=bool(score >= threshold),
