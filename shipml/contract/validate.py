@@ -183,9 +183,14 @@ class _Collector:
         self._parts: list[pa.RecordBatch] = []
 
     def add(
-        self, column: str, rule: str, message: str, mask: pa.Array | np.ndarray, values: pa.Array
+        self, column: str, rule: str, message: str, mask: pa.Array | np.ndarray | None, values: pa.Array
     ) -> None:
-        """Record a violation for every row where `mask` is true (nulls in the mask count as false)."""
+        """Record a violation for every row where `mask` is true (nulls in the mask count as false).
+
+        A `None` mask is a check that proved the column clean without a mask.
+        """
+        if mask is None:
+            return
         if isinstance(mask, np.ndarray):
             hits = np.nonzero(mask)[0]
         else:
@@ -218,7 +223,9 @@ class _Collector:
 
     def table(self) -> pa.Table:
         if not self._parts:
-            return VIOLATION_SCHEMA.empty_table()
+            # Not `VIOLATION_SCHEMA.empty_table()`: pyarrow builds that through pandas, whose import
+            # alone costs a batch run half a second.
+            return pa.Table.from_batches([], VIOLATION_SCHEMA)
         return pa.Table.from_batches(self._parts, VIOLATION_SCHEMA).sort_by([("row", "ascending")])
 
 
@@ -316,6 +323,28 @@ def _parse_timestamps(feature: Feature, values: pa.Array, out: _Collector) -> pa
         return pa.array(parsed, TIMESTAMP_TYPE)
 
 
+def _spread(values: pa.DictionaryArray, entry_mask: pa.Array) -> pa.Array | None:
+    """A mask over dictionary entries spread to the rows (null rows false); None when no entry is hit."""
+    if entry_mask.true_count == 0:
+        return None
+    return pc.take(entry_mask, values.indices)
+
+
+def _length_outside(values: pa.Array, low: int, high: int) -> pa.Array | None:
+    """Rows whose length in characters is outside [low, high]; None when the byte lengths prove none is.
+
+    A character is one to four bytes, so byte lengths within [low, high] prove character lengths
+    within it too for `low <= 1` (a non-empty string has at least one character); only a column
+    with a value of more than `high` bytes, or fewer than `low`, pays for counting characters.
+    """
+    if low <= 1 and len(values) and values.null_count < len(values):
+        extremes = pc.min_max(pc.binary_length(values)).as_py()
+        if extremes["min"] >= low and extremes["max"] <= high:
+            return None
+    length = pc.utf8_length(values)
+    return pc.or_(pc.less(length, low), pc.greater(length, high))
+
+
 def validate_table(
     contract: Contract,
     table: pa.Table,
@@ -323,11 +352,14 @@ def validate_table(
     require_target: bool = False,
     include_online: bool = True,
     only: Collection[str] | None = None,
+    decode_dictionaries: bool = True,
 ) -> ValidationReport:
     """Check every row of `table`; raise `DataError` if its schema cannot be checked at all.
 
     `include_online=False` skips the online features (request-shaped input); `only` limits the
     check to the named fields (an online-store load checks just the key and the online features).
+    `decode_dictionaries=False` keeps dictionary-encoded category columns as they are in the
+    normalised table (the batch scorer encodes them per dictionary entry, not per row).
     """
     check_schema(
         contract, table.schema, require_target=require_target, include_online=include_online, only=only
@@ -338,24 +370,34 @@ def validate_table(
         if feature.name not in columns:
             continue
         values = columns[feature.name].combine_chunks()
-        if pa.types.is_dictionary(values.type):
+        by_entry = (
+            feature.type == FieldType.category
+            and pa.types.is_dictionary(values.type)
+            and _is_string(values.type.value_type)
+            and values.dictionary.null_count == 0
+        )
+        if pa.types.is_dictionary(values.type) and not by_entry:
             values = values.dictionary_decode()
-        missing = pc.is_null(values)
         if not feature.may_be_missing:
-            out.add(feature.name, "required", "is required", missing, values)
+            out.add(feature.name, "required", "is required", pc.is_null(values), values)
         if feature.is_numeric and feature.locales and _is_string(values.type):
             values = _read_locale_numbers(feature, values, out)
         if feature.is_numeric:
             _check_numeric(feature, values, out)
         elif feature.type == FieldType.category and feature.unseen == "reject":
             allowed = pa.array(feature.categories, pa.string())
-            unseen = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=allowed)))
             choices = ", ".join(feature.categories or [])
+            if by_entry:
+                unseen = _spread(values, pc.invert(pc.is_in(values.dictionary, value_set=allowed)))
+            else:
+                unseen = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=allowed)))
             out.add(feature.name, "category", f"must be one of {choices}", unseen, values)
         elif feature.type == FieldType.category:
             # `unseen: other` takes any text, within the same length as the request model allows.
-            length = pc.utf8_length(values)
-            bad = pc.or_(pc.less(length, 1), pc.greater(length, MAX_OTHER_CATEGORY_LENGTH))
+            checked = values.dictionary if by_entry else values
+            bad = _length_outside(checked, 1, MAX_OTHER_CATEGORY_LENGTH)
+            if by_entry and bad is not None:
+                bad = _spread(values, bad)
             out.add(
                 feature.name, "length", f"must be 1 to {MAX_OTHER_CATEGORY_LENGTH} characters", bad, values
             )
@@ -363,16 +405,17 @@ def validate_table(
             if feature.pattern is not None:
                 mismatch = pc.invert(pc.match_substring_regex(values, feature.pattern))
                 out.add(feature.name, "pattern", f"must match {feature.pattern}", mismatch, values)
-            too_long = pc.greater(pc.utf8_length(values), feature.max_length)
             out.add(
                 feature.name,
                 "max_length",
                 f"must be at most {feature.max_length} characters",
-                too_long,
+                _length_outside(values, 0, feature.max_length),
                 values,
             )
         elif feature.type == FieldType.timestamp:
             values = _parse_timestamps(feature, values, out)
+        if by_entry and decode_dictionaries:
+            values = values.dictionary_decode()
         columns[feature.name] = values
     if require_target:
         target = columns[contract.target].combine_chunks()

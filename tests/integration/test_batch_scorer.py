@@ -154,3 +154,45 @@ def test_the_cli_scores_and_reports(tmp_path, backends, sample_data):
         app, ["batch", "score", str(tmp_path / "nope.csv"), str(tmp_path / "o.parquet")], env=env
     )
     assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_parallel_workers_keep_the_input_order_and_the_same_results(tmp_path, predictor, sample_table):
+    """Batches scored side by side come out in input order, identical to one worker's output."""
+    table = broken(sample_table, "amount", {5: -1.0, 1_234: 99_999.0})
+    table = broken(table, "channel", {777: "carrier_pigeon"})
+    pq.write_table(table, tmp_path / "in.parquet")
+    outputs = {}
+    for workers in (1, 3):
+        out = tmp_path / f"out-{workers}.parquet"
+        report = score_file(tmp_path / "in.parquet", out, predictor, batch_rows=150, workers=workers)
+        assert (report.rows_in, report.scored, report.rejected) == (2_000, 1_997, 3)
+        outputs[workers] = (pq.read_table(out), pq.read_table(report.rejects))
+    (one_scored, one_rejects), (many_scored, many_rejects) = outputs[1], outputs[3]
+    assert many_scored.equals(one_scored)
+    assert many_rejects.equals(one_rejects)
+    assert many_rejects.column(ROW).to_pylist() == [5, 777, 1_234]
+    kept = [i for i in range(2_000) if i not in (5, 777, 1_234)]
+    assert many_scored.column("transaction_id").to_pylist() == [
+        table.column("transaction_id")[i].as_py() for i in kept
+    ]
+
+
+def test_rejects_keep_the_input_types_though_categories_are_read_as_dictionaries(
+    tmp_path, predictor, sample_table
+):
+    """Category columns are read dictionary-encoded for speed; the rejects file still has plain text."""
+    table = broken(sample_table.slice(0, 300), "currency", {7: "XXX"})
+    table = broken(table, "merchant_category", {8: ""})
+    pq.write_table(table, tmp_path / "in.parquet")
+    report = score_file(tmp_path / "in.parquet", tmp_path / "out.parquet", predictor)
+    assert (report.scored, report.rejected) == (298, 2)
+    rejects = pq.read_table(report.rejects)
+    assert rejects.schema.names == [*table.schema.names, ROW, REASON]
+    for field in table.schema:
+        assert rejects.schema.field(field.name).type == field.type
+    assert rejects.column("currency").to_pylist() == ["XXX", table["currency"][8].as_py()]
+    reasons = rejects.column(REASON).to_pylist()
+    assert reasons[0].startswith("currency: must be one of")
+    assert reasons[1] == "merchant_category: must be 1 to 64 characters"
+    scored = pq.read_table(tmp_path / "out.parquet")
+    assert scored.schema.field("model_version").type == pa.string()
