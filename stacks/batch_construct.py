@@ -31,10 +31,8 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
@@ -42,6 +40,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks import constants, nag
+from stacks import sagemaker_common as common
+from stacks.sagemaker_common import nag_arn
 from stacks.sagemaker_instances import has_local_storage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,12 +75,6 @@ NOTIFY_FAILURE = "NotifyFailure"
 BATCH_FAILED = "BatchFailed"
 
 NO_MODEL_VERSION = "0"  # the live parameter's value before the first deploy
-SAGEMAKER_RETRY_ERRORS = [
-    "SageMaker.AmazonSageMakerException",
-    "SageMaker.ResourceLimitExceededException",
-    "SageMaker.ThrottlingException",
-]
-SNS_RETRY_ERRORS = ["SNS.AmazonSNSException", "SNS.ThrottledException"]
 # The date of a run: the UTC day its execution started ("2026-01-15T03:00:00.123Z" -> "2026-01-15").
 RUN_DATE = "States.ArrayGetItem(States.StringSplit($$.Execution.StartTime, 'T'), 0)"
 
@@ -101,15 +95,6 @@ def transform_instance_types() -> frozenset[str]:
     model = botocore.session.get_session().get_service_model("sagemaker")
     shape = model.operation_model("CreateTransformJob").input_shape
     return frozenset(shape.members["TransformResources"].members["InstanceType"].enum)
-
-
-def _nag_arn(arn: str) -> str:
-    """An ARN made of Aws.* tokens, as cdk-nag prints it (`arn:<AWS::Partition>:...`)."""
-    return (
-        arn.replace(cdk.Aws.PARTITION, "<AWS::Partition>")
-        .replace(cdk.Aws.REGION, "<AWS::Region>")
-        .replace(cdk.Aws.ACCOUNT_ID, "<AWS::AccountId>")
-    )
 
 
 def _prefix(value: str, name: str) -> str:
@@ -211,11 +196,8 @@ class BatchScoring(Construct):
         )
 
     def _build_sagemaker_role(self) -> iam.Role:
-        role = iam.Role(
-            self,
-            "SageMakerExecutionRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"SageMaker models and transform jobs of the shipml {self.model_name} batch scoring",
+        role = common.sagemaker_execution_role(
+            self, f"SageMaker models and transform jobs of the shipml {self.model_name} batch scoring"
         )
         artifacts = f"models/{self.model_name}/*"
         role.add_to_policy(
@@ -242,38 +224,8 @@ class BatchScoring(Construct):
         )
         # The artifact and inputs are KMS-encrypted; volumes and outputs are encrypted with the key
         # (SageMaker makes grants for the volumes).
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "kms:Decrypt",
-                    "kms:Encrypt",
-                    "kms:GenerateDataKey",
-                    "kms:DescribeKey",
-                    "kms:CreateGrant",
-                ],
-                resources=[self._key.key_arn],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[self._arn("logs", "log-group:/aws/sagemaker/*")],
-            )
-        )
-        # Resource "*": PutMetricData has no resource-level permissions; the condition limits it to
-        # SageMaker's namespace.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-            )
-        )
+        log_groups = self._arn("logs", common.SAGEMAKER_LOG_GROUPS)
+        common.grant_sagemaker_runtime(role, key=self._key, log_groups_arn=log_groups)
         # grant_pull adds ecr:GetAuthorizationToken on Resource "*": ECR's login token is account-wide
         # (no resource-level permissions); the pulls themselves are scoped to the image's repository.
         self.image.repository.grant_pull(role)
@@ -294,7 +246,7 @@ class BatchScoring(Construct):
             )
         nag.acknowledge(
             role,
-            f"AwsSolutions-IAM5[Resource::{_nag_arn(self._arn('logs', 'log-group:/aws/sagemaker/*'))}]",
+            f"AwsSolutions-IAM5[Resource::{nag_arn(log_groups)}]",
             "SageMaker writes transform-job logs to log groups it names itself under /aws/sagemaker/.",
         )
         nag.acknowledge(
@@ -390,20 +342,10 @@ class BatchScoring(Construct):
         *,
         timeout: cdk.Duration | None = None,
     ) -> sfn.CustomState:
-        state_json: dict[str, Any] = {
-            "Type": "Task",
-            "Resource": f"arn:{self._partition}:states:::sagemaker:{api}",
-            "Parameters": parameters,
-            "ResultSelector": selector,
-            "ResultPath": result_path,
-        }
-        if timeout is not None:
-            state_json["TimeoutSeconds"] = int(timeout.to_seconds())
-        step = sfn.CustomState(self, state, state_json=state_json)
-        step.add_retry(
-            errors=SAGEMAKER_RETRY_ERRORS, interval=cdk.Duration.seconds(30), max_attempts=3, backoff_rate=2
+        resource = f"arn:{self._partition}:states:::sagemaker:{api}"
+        return common.sagemaker_task(
+            self, state, resource, parameters, selector, result_path, timeout=timeout
         )
-        return step
 
     def _delete_model(self, state: str) -> tasks.CallAwsService:
         return tasks.CallAwsService(
@@ -419,19 +361,7 @@ class BatchScoring(Construct):
         )
 
     def _notify(self, state: str, subject: str, message: str) -> tasks.SnsPublish:
-        step = tasks.SnsPublish(
-            self,
-            state,
-            state_name=state,
-            topic=self._topic,
-            subject=subject,
-            message=sfn.TaskInput.from_json_path_at(message),
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        step.add_retry(
-            errors=SNS_RETRY_ERRORS, interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2
-        )
-        return step
+        return common.notify_step(self, state, self._topic, subject, message)
 
     def _build_state_machine(self) -> sfn.StateMachine:
         subject = f"shipml {self.model_name} ({self._stage}) batch scoring"
@@ -514,26 +444,14 @@ class BatchScoring(Construct):
                 .next(sfn.Succeed(self, SCORED))
             )
         )
-        log_group = logs.LogGroup(
+        machine = common.logged_state_machine(
             self,
-            "StateMachineLogs",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=self._removal_policy,
-            # The execution log includes execution data (inputs, outputs): encrypted with the stack's key.
-            encryption_key=self._key,
-        )
-        machine = sfn.StateMachine(
-            self,
-            "StateMachine",
             state_machine_name=f"shipml-{self.model_name}-{self._stage}-batch",
             comment=f"Scores {self.input_prefix} with the live {self.model_name} model (Batch Transform)",
-            definition_body=sfn.DefinitionBody.from_chainable(resolve.next(deployed)),
+            definition=resolve.next(deployed),
             timeout=self._max_runtime.plus(cdk.Duration.hours(1)),
-            # Tracing and the execution log make CDK grant X-Ray's PutTraceSegments/PutTelemetryRecords/
-            # GetSampling* and CloudWatch Logs' log-delivery actions on Resource "*": neither service has
-            # resource-level permissions for them.
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            key=self._key,
+            removal_policy=self._removal_policy,
         )
         self._grant_state_machine(machine)
         return machine
@@ -562,39 +480,21 @@ class BatchScoring(Construct):
                 resources=[self._arn("events", "rule/StepFunctionsGetEventsForSageMakerTransformJobsRule")],
             )
         )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[self.sagemaker_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            )
-        )
-        # Publishing to the KMS-encrypted topic needs the key.
-        role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[self._key.key_arn])
-        )
+        common.grant_pass_role_and_topic_key(machine, self.sagemaker_role, self._key)
         for arn in (models, jobs):
             nag.acknowledge(
                 machine,
-                f"AwsSolutions-IAM5[Resource::{_nag_arn(arn)}]",
+                f"AwsSolutions-IAM5[Resource::{nag_arn(arn)}]",
                 "This model's batch models and transform jobs only: one name per run under this prefix "
                 "(`.sync` creates, describes and stops the job; the model is deleted after the run).",
             )
-        nag.acknowledge(
-            machine,
-            "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray tracing and CloudWatch Logs delivery (the execution log) have no resource-level "
-            "permissions.",
-        )
+        common.acknowledge_state_machine_logging(machine)
 
     def _build_schedule(self, expression: str) -> scheduler.Schedule:
-        return scheduler.Schedule(
+        return common.start_on_schedule(
             self,
-            "Schedule",
-            schedule=scheduler.ScheduleExpression.expression(expression),
-            description=f"Scores the {self.model_name} batch input on schedule",
+            self.state_machine,
+            expression,
+            f"Scores the {self.model_name} batch input on schedule",
             key=self._key,
-            target=scheduler_targets.StepFunctionsStartExecution(
-                self.state_machine, input=scheduler.ScheduleTargetInput.from_object({"reason": "scheduled"})
-            ),
         )

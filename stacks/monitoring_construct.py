@@ -53,11 +53,11 @@ from constructs import Construct
 
 from shipml.monitoring import publish as m
 from stacks import constants, nag
+from stacks.lambda_common import ARCHITECTURES
 from stacks.monitoring_settings import MonitoringSettings
 from stacks.settings import DeploySettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 HANDLERS = {
     "DriftJob": "functions.monitor.drift.handler",
     "QualityJob": "functions.monitor.quality.handler",
@@ -136,6 +136,16 @@ class MonitoringConstruct(Construct):
         # The serving app's EMF metrics carry `service` too (Powertools), set to the model name.
         return self._model_metric(name, "Sum", period, service=self.model_name)
 
+    def _serving_ratio(self, expression: str, label: str, **metrics: str) -> cloudwatch.MathExpression:
+        """`expression` over 5-minute sums of the serving app's metrics, each named by its variable."""
+        five = cdk.Duration.minutes(5)
+        return cloudwatch.MathExpression(
+            expression=expression,
+            using_metrics={variable: self._serving_metric(name, five) for variable, name in metrics.items()},
+            label=label,
+            period=five,
+        )
+
     def _api_metric(self, name: str, statistic: str, period: cdk.Duration) -> cloudwatch.Metric:
         assert self._api is not None
         return cloudwatch.Metric(
@@ -157,6 +167,35 @@ class MonitoringConstruct(Construct):
         alarm.add_alarm_action(self._action)
         self.alarms[name] = alarm
         return alarm
+
+    def _sustained_alarm(
+        self, name: str, description: str, metric: cloudwatch.IMetric, threshold: float
+    ) -> cloudwatch.Alarm:
+        """Above `threshold` in 2 of 3 periods (one bad period is noise); no traffic is not a breach."""
+        return self._alarm(
+            name,
+            description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _count_alarm(
+        self, name: str, description: str, metric: cloudwatch.IMetric, threshold: float
+    ) -> cloudwatch.Alarm:
+        """A count (errors, throttles) at or above `threshold` in one period; no data means none."""
+        return self._alarm(
+            name,
+            description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
 
     # --- the topic's key --------------------------------------------------------------------------
 
@@ -228,7 +267,7 @@ class MonitoringConstruct(Construct):
             f"{name}Function",
             runtime=lambda_.Runtime.PYTHON_3_12,
             # The same architecture as the serving function, so one dependency bundle fits both.
-            architecture=_ARCHITECTURES[self._settings.lambda_architecture],
+            architecture=ARCHITECTURES[self._settings.lambda_architecture],
             handler=HANDLERS[name],
             code=self._code,
             layers=self._layers,
@@ -400,81 +439,52 @@ class MonitoringConstruct(Construct):
         five = cdk.Duration.minutes(5)
         settings = self._monitoring
         if self._api is not None:
-            self._alarm(
+            self._sustained_alarm(
                 "Api5xxRate",
                 f"more than {settings.api_5xx_rate:.1%} of API requests answered 5xx",
-                metric=self._api_metric("5XXError", "Average", five),
-                threshold=settings.api_5xx_rate,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=3,
-                datapoints_to_alarm=2,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                self._api_metric("5XXError", "Average", five),
+                settings.api_5xx_rate,
             )
-            self._alarm(
+            self._sustained_alarm(
                 "ApiP99Latency",
                 f"p99 API latency above {settings.api_p99_latency_ms} ms",
-                metric=self._api_metric("Latency", "p99", five),
-                threshold=settings.api_p99_latency_ms,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=3,
-                datapoints_to_alarm=2,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                self._api_metric("Latency", "p99", five),
+                settings.api_p99_latency_ms,
             )
         if self._serving_function is not None:
-            self._alarm(
+            self._count_alarm(
                 "ServingErrors",
                 "errors of the serving function",
-                metric=self._serving_function.metric_errors(period=five, statistic="Sum"),
-                threshold=settings.serving_errors,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                self._serving_function.metric_errors(period=five, statistic="Sum"),
+                settings.serving_errors,
             )
-            self._alarm(
+            self._count_alarm(
                 "ServingThrottles",
                 "throttled invocations of the serving function",
-                metric=self._serving_function.metric_throttles(period=five, statistic="Sum"),
-                threshold=settings.serving_throttles,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                self._serving_function.metric_throttles(period=five, statistic="Sum"),
+                settings.serving_throttles,
             )
-        predictions = self._serving_metric(m.SERVING_PREDICTIONS, five)
-        self._alarm(
+        self._sustained_alarm(
             "FallbackRate",
             f"more than {settings.fallback_rate:.0%} of predictions used a default for an online feature",
-            metric=cloudwatch.MathExpression(
-                expression="FILL(fallbacks, 0) / predictions",
-                using_metrics={
-                    "fallbacks": self._serving_metric(m.SERVING_FALLBACKS, five),
-                    "predictions": predictions,
-                },
-                label="fallbacks per prediction",
-                period=five,
+            self._serving_ratio(
+                "FILL(fallbacks, 0) / predictions",
+                "fallbacks per prediction",
+                fallbacks=m.SERVING_FALLBACKS,
+                predictions=m.SERVING_PREDICTIONS,
             ),
-            threshold=settings.fallback_rate,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            settings.fallback_rate,
         )
-        self._alarm(
+        self._sustained_alarm(
             "ValidationFailureRate",
             f"more than {settings.validation_failure_rate:.0%} of requests broke the contract",
-            metric=cloudwatch.MathExpression(
-                expression="FILL(failures, 0) / (FILL(predictions, 0) + FILL(failures, 0))",
-                using_metrics={
-                    "failures": self._serving_metric(m.SERVING_VALIDATION_FAILURES, five),
-                    "predictions": predictions,
-                },
-                label="validation failures per request",
-                period=five,
+            self._serving_ratio(
+                "FILL(failures, 0) / (FILL(predictions, 0) + FILL(failures, 0))",
+                "validation failures per request",
+                failures=m.SERVING_VALIDATION_FAILURES,
+                predictions=m.SERVING_PREDICTIONS,
             ),
-            threshold=settings.validation_failure_rate,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            settings.validation_failure_rate,
         )
 
     def _build_model_alarms(self) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
@@ -513,14 +523,11 @@ class MonitoringConstruct(Construct):
         anomaly.add_alarm_action(self._action)
         self.alarms["QualityAnomaly"] = anomaly
         for name in ("DriftJob", "QualityJob"):
-            self._alarm(
+            self._count_alarm(
                 f"{name}Errors",
                 f"the {name} function failed",
-                metric=self.functions[name].metric_errors(period=hour, statistic="Sum"),
-                threshold=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                self.functions[name].metric_errors(period=hour, statistic="Sum"),
+                1,
             )
         return drift, quality
 

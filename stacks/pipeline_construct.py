@@ -41,7 +41,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
@@ -50,6 +49,8 @@ from constructs import Construct
 
 from shipml.pipeline.steps import job_prefix
 from stacks import nag
+from stacks import sagemaker_common as common
+from stacks.sagemaker_common import nag_arn
 from stacks.sagemaker_instances import has_local_storage
 from stacks.settings import DeploySettings
 
@@ -111,13 +112,7 @@ HANDLERS = {
     PROMOTE_LIVE: "functions.pipeline.promote.handler",
 }
 
-SAGEMAKER_RETRY_ERRORS = [
-    "SageMaker.AmazonSageMakerException",
-    "SageMaker.ResourceLimitExceededException",
-    "SageMaker.ThrottlingException",
-]
 LAMBDA_RETRY_ERRORS = ["Lambda.TooManyRequestsException"]
-SNS_RETRY_ERRORS = ["SNS.AmazonSNSException", "SNS.ThrottledException"]
 
 
 @dataclass(frozen=True)
@@ -138,15 +133,6 @@ class TrainingVpc:
 
     subnet_ids: list[str]
     security_group_ids: list[str]
-
-
-def _nag_arn(arn: str) -> str:
-    """An ARN made of Aws.* tokens, as cdk-nag prints it (`arn:<AWS::Partition>:...`)."""
-    return (
-        arn.replace(cdk.Aws.PARTITION, "<AWS::Partition>")
-        .replace(cdk.Aws.REGION, "<AWS::Region>")
-        .replace(cdk.Aws.ACCOUNT_ID, "<AWS::AccountId>")
-    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -294,11 +280,8 @@ class TrainingPipeline(Construct):
             )
 
     def _build_sagemaker_role(self) -> iam.Role:
-        role = iam.Role(
-            self,
-            "SageMakerExecutionRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"SageMaker jobs of the {self._settings.stack_name} retraining pipeline",
+        role = common.sagemaker_execution_role(
+            self, f"SageMaker jobs of the {self._settings.stack_name} retraining pipeline"
         )
         prefixes = self._object_prefixes()
         role.add_to_policy(
@@ -318,38 +301,8 @@ class TrainingPipeline(Construct):
             )
         )
         # Volumes and outputs are encrypted with the stack key; SageMaker makes grants for the volumes.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "kms:Decrypt",
-                    "kms:Encrypt",
-                    "kms:GenerateDataKey",
-                    "kms:DescribeKey",
-                    "kms:CreateGrant",
-                ],
-                resources=[self._key.key_arn],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[self._arn("logs", "log-group:/aws/sagemaker/*")],
-            )
-        )
-        # Resource "*": PutMetricData has no resource-level permissions; the condition limits it to
-        # SageMaker's namespace.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-            )
-        )
+        log_groups = self._arn("logs", common.SAGEMAKER_LOG_GROUPS)
+        common.grant_sagemaker_runtime(role, key=self._key, log_groups_arn=log_groups)
         # Resource "*": ECR's login token is account-wide (no resource-level permissions); the pulls
         # below are scoped to the training image's repository.
         role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
@@ -391,8 +344,7 @@ class TrainingPipeline(Construct):
         )
         nag.acknowledge(
             role,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
-            "log-group:/aws/sagemaker/*]",
+            f"AwsSolutions-IAM5[Resource::{nag_arn(log_groups)}]",
             "SageMaker writes job logs to log groups it names itself under /aws/sagemaker/.",
         )
         nag.acknowledge(
@@ -642,38 +594,13 @@ class TrainingPipeline(Construct):
         return step
 
     def _notify(self, state: str, subject: str, message: str) -> tasks.SnsPublish:
-        step = tasks.SnsPublish(
-            self,
-            state,
-            state_name=state,
-            topic=self._topic,
-            subject=subject,
-            message=sfn.TaskInput.from_json_path_at(message),
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        step.add_retry(
-            errors=SNS_RETRY_ERRORS, interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2
-        )
-        return step
+        return common.notify_step(self, state, self._topic, subject, message)
 
     def _sagemaker_step(
         self, state: str, api: str, parameters: dict[str, Any], selector: dict[str, Any], result_path: str
     ) -> sfn.CustomState:
-        step = sfn.CustomState(
-            self,
-            state,
-            state_json={
-                "Type": "Task",
-                "Resource": f"arn:{self._partition}:states:::sagemaker:{api}.sync",
-                "Parameters": parameters,
-                "ResultSelector": selector,
-                "ResultPath": result_path,
-            },
-        )
-        step.add_retry(
-            errors=SAGEMAKER_RETRY_ERRORS, interval=cdk.Duration.seconds(30), max_attempts=3, backoff_rate=2
-        )
-        return step
+        resource = f"arn:{self._partition}:states:::sagemaker:{api}.sync"
+        return common.sagemaker_task(self, state, resource, parameters, selector, result_path)
 
     def _volume_key(self, instance_type: str) -> dict[str, str]:
         return {} if has_local_storage(instance_type) else {"VolumeKmsKeyId": self._key.key_arn}
@@ -991,26 +918,14 @@ class TrainingPipeline(Construct):
         )
         chain = prepare.next(validate).next(train).next(evaluate).next(gate).next(gate_passed)
 
-        log_group = logs.LogGroup(
+        machine = common.logged_state_machine(
             self,
-            "StateMachineLogs",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=self._settings.cdk_removal_policy,
-            # The execution log includes execution data (inputs, outputs): encrypted with the stack's key.
-            encryption_key=self._key,
-        )
-        machine = sfn.StateMachine(
-            self,
-            "StateMachine",
             state_machine_name=f"{self._settings.stack_name}-retrain",
             comment=f"Retrains, gates and promotes the {self.model_name} model",
-            definition_body=sfn.DefinitionBody.from_chainable(chain),
+            definition=chain,
             timeout=cdk.Duration.seconds(3 * self._settings.training_max_runtime_s + 4 * 3600),
-            # Tracing and the execution log make CDK grant X-Ray's PutTraceSegments/PutTelemetryRecords/
-            # GetSampling* and CloudWatch Logs' log-delivery actions on Resource "*": neither service has
-            # resource-level permissions for them.
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            key=self._key,
+            removal_policy=self._settings.cdk_removal_policy,
         )
         self._grant_state_machine(machine)
         return machine
@@ -1050,21 +965,11 @@ class TrainingPipeline(Construct):
                 ],
             )
         )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[self.sagemaker_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            )
-        )
-        # Publishing to the KMS-encrypted topic needs the key.
-        role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[self._key.key_arn])
-        )
+        common.grant_pass_role_and_topic_key(machine, self.sagemaker_role, self._key)
         for arn in (*processing, *training):
             nag.acknowledge(
                 machine,
-                f"AwsSolutions-IAM5[Resource::{_nag_arn(arn)}]",
+                f"AwsSolutions-IAM5[Resource::{nag_arn(arn)}]",
                 "Jobs of this model only: one name per run under this job-name prefix (`.sync` starts, "
                 "describes and stops them).",
             )
@@ -1077,20 +982,12 @@ class TrainingPipeline(Construct):
                 f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>:*]",
                 "LambdaInvoke grants the step function and its versions/aliases (ARN:*), nothing else.",
             )
-        nag.acknowledge(
-            machine,
-            "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray tracing and CloudWatch Logs delivery (the execution log) have no resource-level "
-            "permissions.",
-        )
+        common.acknowledge_state_machine_logging(machine)
 
     def _build_schedule(self) -> scheduler.Schedule:
-        return scheduler.Schedule(
+        return common.start_on_schedule(
             self,
-            "Schedule",
-            schedule=scheduler.ScheduleExpression.expression(self._settings.retrain_schedule),
-            description=f"Retrains the {self.model_name} model on schedule",
-            target=scheduler_targets.StepFunctionsStartExecution(
-                self.state_machine, input=scheduler.ScheduleTargetInput.from_object({"reason": "scheduled"})
-            ),
+            self.state_machine,
+            self._settings.retrain_schedule,
+            f"Retrains the {self.model_name} model on schedule",
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -11,7 +9,6 @@ from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
@@ -20,11 +17,14 @@ from constructs import Construct
 
 from stacks import constants, lambda_bundle, nag
 from stacks.capture_construct import CaptureConstruct
+from stacks.lambda_common import (
+    ARCHITECTURES,
+    function_log_group_and_role,
+    grant_model_inputs,
+    settings_bundle,
+)
 from stacks.online_features_construct import OnlineFeaturesConstruct
 from stacks.settings import DeploySettings
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-_ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 
 
 class ServingConstruct(Construct):
@@ -60,17 +60,13 @@ class ServingConstruct(Construct):
         self._settings = settings
         self._key = key
         self._topic = topic
-        self.bundle = bundle or lambda_bundle.BundleSpec(
-            repo_root=REPO_ROOT,
-            architecture=settings.lambda_architecture,
-            contract_path=settings.contract_path.as_posix(),
-            budget_mb=settings.lambda_bundle_budget_mb,
-        )
+        self.bundle = bundle or settings_bundle(settings)
         self.bundling = lambda_bundle.LocalPipBundling(self.bundle)
         self.hash_key_secret = self._build_hash_key_secret()
         self.live_parameter = self._build_live_parameter()
-        self.log_group = self._build_log_group()
-        self.role = self._build_role()
+        self.log_group, self.role = function_log_group_and_role(
+            self, settings, key, f"The {settings.stack_name} serving function"
+        )
         self.function = self._build_function(bucket, online_features, capture)
         self.alias = self._build_alias()
         self.error_alarm, self.latency_alarm = self._build_rollback_alarms()
@@ -118,28 +114,6 @@ class ServingConstruct(Construct):
             description=f"The live version number of model {self._settings.model_name} ('0' = none yet)",
         )
 
-    def _build_log_group(self) -> logs.LogGroup:
-        return logs.LogGroup(
-            self,
-            "FunctionLogs",
-            retention=self._settings.cdk_log_retention,
-            removal_policy=self._settings.cdk_removal_policy,
-            # Logs can hold request metadata and errors: encrypted with the stack's key like every store.
-            encryption_key=self._key,
-        )
-
-    def _build_role(self) -> iam.Role:
-        # Our own role instead of the default one with AWSLambdaBasicExecutionRole: it may write to
-        # this function's log group only, and every other permission is granted below, by resource.
-        role = iam.Role(
-            self,
-            "FunctionRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"The {self._settings.stack_name} serving function",
-        )
-        self.log_group.grant_write(role)
-        return role
-
     def _build_function(
         self, bucket: s3.IBucket, online_features: OnlineFeaturesConstruct, capture: CaptureConstruct
     ) -> lambda_.Function:
@@ -150,7 +124,7 @@ class ServingConstruct(Construct):
             description=f"shipml real-time inference for model {settings.model_name}",
             # The bundle's binary wheels are cp312; SnapStart for Python needs 3.12 or later.
             runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=_ARCHITECTURES[settings.lambda_architecture],
+            architecture=ARCHITECTURES[settings.lambda_architecture],
             handler=lambda_bundle.HANDLER,
             code=lambda_bundle.serving_code(self.bundle, self.bundling),
             memory_size=settings.lambda_memory_mb,
@@ -296,15 +270,9 @@ class ServingConstruct(Construct):
     def _grant_runtime_access(
         self, bucket: s3.IBucket, online_features: OnlineFeaturesConstruct, capture: CaptureConstruct
     ) -> None:
-        # Artifacts only (models/{model}/{version}/model.tar.gz): no listing, no other prefix.
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{constants.ARTIFACT_PREFIX}*")]
-            )
+        grant_model_inputs(
+            self.role, bucket=bucket, key=self._key, online_features=online_features, capture=capture
         )
-        self._key.grant_decrypt(self.role)
-        online_features.grant_lookup(self.role)
-        capture.grant_put(self.role)
         self.role.add_to_principal_policy(
             iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[self.live_parameter.parameter_arn])
         )

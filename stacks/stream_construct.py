@@ -3,7 +3,6 @@ to a Kinesis stream or a DynamoDB table, with partial batch failures and an SQS 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aws_cdk as cdk
@@ -15,7 +14,6 @@ from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
@@ -26,6 +24,12 @@ from constructs import Construct
 from shipml.stream.aws import DECISION_TABLE_KEY
 from stacks import constants, lambda_bundle, nag
 from stacks.capture_construct import CaptureConstruct
+from stacks.lambda_common import (
+    ARCHITECTURES,
+    function_log_group_and_role,
+    grant_model_inputs,
+    settings_bundle,
+)
 from stacks.online_features_construct import OnlineFeaturesConstruct
 from stacks.stream_settings import StreamDeploySettings
 
@@ -33,11 +37,9 @@ if TYPE_CHECKING:
     # Annotations only, so that stacks/settings.py may import StreamDeploySettings from here.
     from stacks.settings import DeploySettings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 STREAM_HANDLER = "functions/stream/handler.handler"
 STREAM_REQUIREMENTS = "functions/stream/requirements.txt"
 STREAM_SOURCES = ("shipml", "functions/__init__.py", "functions/stream")
-_ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 _STARTING_POSITIONS = {
     "latest": lambda_.StartingPosition.LATEST,
     "trim_horizon": lambda_.StartingPosition.TRIM_HORIZON,
@@ -78,33 +80,15 @@ class StreamConstruct(Construct):
         self._settings = settings
         self._stream = stream
         self._key = key
-        self.bundle = bundle or lambda_bundle.BundleSpec(
-            repo_root=REPO_ROOT,
-            architecture=settings.lambda_architecture,
-            contract_path=settings.contract_path.as_posix(),
-            budget_mb=settings.lambda_bundle_budget_mb,
-            requirements=STREAM_REQUIREMENTS,
-            sources=STREAM_SOURCES,
-            code_dir="functions/stream",
+        self.bundle = bundle or settings_bundle(
+            settings, requirements=STREAM_REQUIREMENTS, sources=STREAM_SOURCES, code_dir="functions/stream"
         )
         self.dead_letter_queue = self._build_dead_letter_queue()
         self.input_stream = self._build_input_stream()
         self.output_stream, self.output_table = self._build_output()
-        self.log_group = logs.LogGroup(
-            self,
-            "FunctionLogs",
-            retention=settings.cdk_log_retention,
-            removal_policy=settings.cdk_removal_policy,
-            # Encrypted with the stack's key like every store of the stack.
-            encryption_key=self._key,
+        self.log_group, self.role = function_log_group_and_role(
+            self, settings, key, f"The {settings.stack_name} stream consumer"
         )
-        self.role = iam.Role(
-            self,
-            "FunctionRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"The {settings.stack_name} stream consumer",
-        )
-        self.log_group.grant_write(self.role)
         self.function = self._build_function(
             bucket, online_features, capture, live_parameter, hash_key_secret
         )
@@ -230,7 +214,7 @@ class StreamConstruct(Construct):
             "Function",
             description=f"shipml stream inference for model {settings.model_name}",
             runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=_ARCHITECTURES[settings.lambda_architecture],
+            architecture=ARCHITECTURES[settings.lambda_architecture],
             handler=STREAM_HANDLER,
             code=lambda_bundle.serving_code(self.bundle),
             memory_size=stream.memory_mb,
@@ -271,14 +255,9 @@ class StreamConstruct(Construct):
         hash_key_secret: secretsmanager.ISecret | None,
     ) -> None:
         role = self.role
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{constants.ARTIFACT_PREFIX}*")]
-            )
+        grant_model_inputs(
+            role, bucket=bucket, key=self._key, online_features=online_features, capture=capture
         )
-        self._key.grant_decrypt(role)
-        online_features.grant_lookup(role)
-        capture.grant_put(role)
         live_parameter.grant_read(role)
         if hash_key_secret is not None:
             hash_key_secret.grant_read(role)
@@ -366,30 +345,23 @@ class StreamConstruct(Construct):
     def _build_alarms(self, topic: sns.ITopic) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
         settings, stream = self._settings, self._stream
         minute = cdk.Duration.minutes(1)
-        if stream.source == "kinesis":
-            lag = cloudwatch.Alarm(
-                self,
-                "IteratorAgeAlarm",
-                alarm_description=f"{settings.stack_name}: the stream consumer falls behind (iterator age)",
-                metric=self.function.metric("IteratorAge", statistic="Maximum", period=minute),
-                threshold=stream.iterator_age_alarm_ms,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=5,
-                datapoints_to_alarm=3,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
-        else:
-            lag = cloudwatch.Alarm(
-                self,
-                "OffsetLagAlarm",
-                alarm_description=f"{settings.stack_name}: the stream consumer falls behind (offset lag)",
-                metric=self.function.metric("OffsetLag", statistic="Maximum", period=minute),
-                threshold=stream.offset_lag_alarm,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=5,
-                datapoints_to_alarm=3,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
+        # How far behind the consumer is: Kinesis reports the iterator age (ms), Kafka the offset lag.
+        lag_metric, lag_name, lag_threshold = (
+            ("IteratorAge", "iterator age", stream.iterator_age_alarm_ms)
+            if stream.source == "kinesis"
+            else ("OffsetLag", "offset lag", stream.offset_lag_alarm)
+        )
+        lag = cloudwatch.Alarm(
+            self,
+            f"{lag_metric}Alarm",
+            alarm_description=f"{settings.stack_name}: the stream consumer falls behind ({lag_name})",
+            metric=self.function.metric(lag_metric, statistic="Maximum", period=minute),
+            threshold=lag_threshold,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         dead_letters = cloudwatch.Alarm(
             self,
             "DeadLetterAlarm",

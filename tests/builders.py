@@ -6,7 +6,11 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stacks.lambda_bundle import BundleReport
 
 
 @dataclass
@@ -176,3 +180,88 @@ def kafka_event(
     if not self_managed:
         event["eventSourceArn"] = MSK_CLUSTER_ARN
     return event
+
+
+# --- Lambda bundles under a real CPython 3.12: built as synth builds them, run isolated ----------------
+# (imports inside the functions: the event builders above are used by tests that need none of this)
+
+LAMBDA_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def python312() -> Path | None:
+    """CPython 3.12 for running a bundle as Lambda does: $SHIPML_PYTHON312, pyenv's 3.12.x, or python3.12
+    on PATH; None if there is none."""
+    import os
+    import shutil
+
+    candidates = [os.environ.get("SHIPML_PYTHON312", "")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(str(p) for p in pyenv_root.glob("versions/3.12*/bin/python3.12"))
+    candidates.append(shutil.which("python3.12") or "")
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def host_lambda_architecture() -> str | None:
+    """This machine's Lambda architecture ("x86_64" or "arm64"), the one a bundle built here can run on."""
+    import platform
+
+    return LAMBDA_ARCHITECTURES.get(platform.machine())
+
+
+def bundle_test_marks() -> list:
+    """The `pytestmark` of a bundle test module: slow, and skipped without CPython 3.12 or an architecture."""
+    import platform
+
+    import pytest
+
+    return [
+        pytest.mark.slow,
+        pytest.mark.skipif(
+            python312() is None, reason="needs CPython 3.12 (pyenv install 3.12, or SHIPML_PYTHON312)"
+        ),
+        pytest.mark.skipif(
+            host_lambda_architecture() is None, reason=f"no Lambda architecture for {platform.machine()}"
+        ),
+    ]
+
+
+def build_host_bundle(out: Path, **spec: Any) -> BundleReport:
+    """Build a bundle for this machine's architecture into `out` with the code synth runs
+    (`stacks.lambda_bundle.build_bundle`); `spec` names what differs from the serving bundle."""
+    import sys
+
+    from stacks import lambda_bundle
+
+    architecture = host_lambda_architecture()
+    assert architecture is not None
+    spec = {"contract_path": "examples/fraud/contract.yaml", "budget_mb": 150, **spec}
+    repo_root = Path(__file__).resolve().parents[1]
+    report = lambda_bundle.build_bundle(
+        lambda_bundle.BundleSpec(repo_root=repo_root, architecture=architecture, **spec), out
+    )
+    print(report.summary(), file=sys.stderr)
+    return report
+
+
+def run_in_bundle(
+    bundle: Path, driver: str, *args: str, env: dict[str, str] | None = None, timeout: int = 120
+) -> dict[str, Any]:
+    """Run `driver` (Python source; argv = bundle, *args) in an isolated CPython 3.12 (`-I -S`: no
+    site-packages, no PYTHON* variables) with the bundle as its working directory, as Lambda's /var/task;
+    the driver puts the bundle on sys.path and prints one JSON line last, which is answered.
+    `env=None` passes this process's environment on."""
+    import subprocess
+
+    python = python312()
+    assert python is not None
+    done = subprocess.run(
+        [str(python), "-I", "-S", "-c", driver, str(bundle), *args],
+        cwd=bundle,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"the driver failed under {python}:\n{done.stderr[-6000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])

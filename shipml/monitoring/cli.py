@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +23,10 @@ from rich.table import Table
 
 from shipml.errors import ShipmlError
 from shipml.settings import Settings
+
+if TYPE_CHECKING:
+    from shipml.monitoring.drift import DriftReport
+    from shipml.monitoring.quality import QualityReport
 
 out = Console(soft_wrap=True)
 monitor_app = typer.Typer(
@@ -78,6 +82,13 @@ def _local_path(uri: str) -> str:
     return uri.removeprefix("file://")
 
 
+def _print_verdict(report: DriftReport | QualityReport) -> None:
+    """A drift or quality report's verdict and summary line, then each problem the job met."""
+    out.print(f"{_verdict(report.verdict)} {escape(report.summary())}")
+    for problem in report.problems:
+        out.print(f"  [yellow]![/] {escape(problem)}")
+
+
 @monitor_app.command("drift")
 def drift_command(
     hours: Annotated[float, typer.Option(help="Length of the window, ending at --end.")] = 24.0,
@@ -107,9 +118,7 @@ def drift_command(
     if as_json:
         print(report.model_dump_json(indent=2))
         return
-    out.print(f"{_verdict(report.verdict)} {escape(report.summary())}")
-    for problem in report.problems:
-        out.print(f"  [yellow]![/] {escape(problem)}")
+    _print_verdict(report)
     if report.features:
         table = Table("feature", "PSI", "Jensen-Shannon", "Wasserstein/std", "missing", "verdict")
         for item in [*report.features, *([report.prediction] if report.prediction else [])]:
@@ -175,9 +184,7 @@ def quality_command(
     if as_json:
         print(report.model_dump_json(indent=2))
         return
-    out.print(f"{_verdict(report.verdict)} {escape(report.summary())}")
-    for problem in report.problems:
-        out.print(f"  [yellow]![/] {escape(problem)}")
+    _print_verdict(report)
     slices = [
         s
         for s in ([report.overall] if report.overall else []) + report.segments

@@ -166,6 +166,28 @@ def _judge(item: FeatureDrift, thresholds: Thresholds) -> FeatureDrift:
     return item
 
 
+def _counted(
+    name: str,
+    kind: Literal["numeric", "categorical"],
+    counts: np.ndarray,
+    entry: Mapping[str, Any],
+    baseline_missing: float | None,
+) -> FeatureDrift:
+    """A slice's result before any distance: its rows and missing rates, from its slot counts (the
+    last slot counts the missing values) and the baseline entry's missing rate (or an override)."""
+    rows = int(counts.sum())
+    missing_base = float(entry.get("missing_rate", 0.0) if baseline_missing is None else baseline_missing)
+    missing_now = float(counts[-1] / rows) if rows else 0.0
+    return FeatureDrift(
+        feature=name,
+        kind=kind,
+        rows=rows,
+        missing_rate_baseline=missing_base,
+        missing_rate_current=missing_now,
+        missing_rate_delta=abs(missing_now - missing_base),
+    )
+
+
 def _numeric_labels(edges: list[float]) -> list[str]:
     if not edges:
         return []
@@ -195,22 +217,10 @@ class _NumericPlan:
         values: np.ndarray | None = None,
         plot: bool = False,
     ) -> FeatureDrift:
-        rows = int(counts.sum())
+        item = _counted(self.name, "numeric", counts, self.entry, baseline_missing)
         present = counts[:-1]
         present_rows = int(present.sum())
         base = self.frequencies if baseline_frequencies is None else baseline_frequencies
-        missing_base = float(
-            self.entry.get("missing_rate", 0.0) if baseline_missing is None else baseline_missing
-        )
-        missing_now = float(counts[-1] / rows) if rows else 0.0
-        item = FeatureDrift(
-            feature=self.name,
-            kind="numeric",
-            rows=rows,
-            missing_rate_baseline=missing_base,
-            missing_rate_current=missing_now,
-            missing_rate_delta=abs(missing_now - missing_base),
-        )
         if present_rows and len(base) == len(present) and base.sum() > 0:
             shares = present / present_rows
             item.psi = st.psi(base, shares)
@@ -273,21 +283,9 @@ class _CategoricalPlan:
         baseline_missing: float | None = None,
         plot: bool = False,
     ) -> FeatureDrift:
-        rows = int(counts.sum())
+        item = _counted(self.name, "categorical", counts, self.entry, baseline_missing)
         present = counts[:-1]
         present_rows = int(present.sum())
-        missing_base = float(
-            self.entry.get("missing_rate", 0.0) if baseline_missing is None else baseline_missing
-        )
-        missing_now = float(counts[-1] / rows) if rows else 0.0
-        item = FeatureDrift(
-            feature=self.name,
-            kind="categorical",
-            rows=rows,
-            missing_rate_baseline=missing_base,
-            missing_rate_current=missing_now,
-            missing_rate_delta=abs(missing_now - missing_base),
-        )
         base = self.baseline_vector(baseline_frequencies)
         if not present_rows or base.sum() <= 0:
             return item

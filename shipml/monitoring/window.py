@@ -111,6 +111,19 @@ def day_range(start: datetime, end: datetime) -> list[date]:
     return [first + timedelta(days=d) for d in range((last - first).days + 1)]
 
 
+def partition_names(start: datetime, end: datetime) -> list[str]:
+    """The names of the capture partitions that may hold rows of `[start, end)`: `date=YYYY-MM-DD`,
+    the layout of both the local capture folder and Firehose's prefix."""
+    return [f"date={day:%Y-%m-%d}" for day in day_range(start, end)]
+
+
+def _with_read_report(window: CapturedWindow, *, files: int, problems: list[str]) -> CapturedWindow:
+    """The window with what reading it met: how many capture files it read, and what it skipped."""
+    window.files = files
+    window.problems += problems
+    return window
+
+
 # --- from Python records (JSON Lines: the Lambda path) ----------------------------------------------
 
 
@@ -379,8 +392,8 @@ class LocalCaptureFolder:
 
     def files(self, start: datetime, end: datetime) -> list[Path]:
         found: list[Path] = []
-        for day in day_range(start, end):
-            found += sorted((self.folder / f"date={day:%Y-%m-%d}").glob("part-*.parquet"))
+        for partition in partition_names(start, end):
+            found += sorted((self.folder / partition).glob("part-*.parquet"))
         return found
 
     def window(
@@ -411,9 +424,7 @@ class LocalCaptureFolder:
         window = window_from_arrow(
             table, kinds=kinds, model_version=model_version, start=start, end=end, key_names=key_names
         )
-        window.files = len(files)
-        window.problems += problems
-        return window
+        return _with_read_report(window, files=len(files), problems=problems)
 
 
 def _lines(data: bytes) -> Iterator[bytes]:
@@ -434,8 +445,8 @@ class BlobCapture:
 
     def keys(self, start: datetime, end: datetime) -> list[str]:
         found: list[str] = []
-        for day in day_range(start, end):
-            found += self.blobs.list(f"{self.prefix}date={day:%Y-%m-%d}/")
+        for partition in partition_names(start, end):
+            found += self.blobs.list(f"{self.prefix}{partition}/")
         return found
 
     def window(
@@ -475,6 +486,4 @@ class BlobCapture:
         )
         if unreadable["lines"]:
             problems.append(f"{unreadable['lines']} captured lines are not JSON objects and were skipped")
-        window.files = len(keys)
-        window.problems += problems
-        return window
+        return _with_read_report(window, files=len(keys), problems=problems)

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shipml.artifact import Artifact
 from shipml.backends.ports import BlobStore
@@ -41,6 +41,9 @@ def _aws_errors() -> tuple[type[Exception], ...]:
     return (BotoCoreError, ClientError)
 
 
+_Pending = TypeVar("_Pending", list, dict)
+
+
 class _Retrying:
     def __init__(self, max_attempts: int, base_delay_s: float, sleep: Callable[[float], None]) -> None:
         if max_attempts < 1:
@@ -52,6 +55,23 @@ class _Retrying:
     def backoff(self, attempt: int) -> None:
         if attempt + 1 < self.max_attempts:
             self._sleep(self.base_delay_s * (2**attempt))
+
+    def retry(self, call: str, pending: _Pending, attempt_once: Callable[[_Pending], _Pending]) -> _Pending:
+        """Send `pending` with `attempt_once`, which answers what is still pending, until nothing is
+        or the attempts run out, backing off in between; answers what is still pending then.
+
+        An AWS error fails a whole attempt (logged as `call` failed): everything is sent again.
+        """
+        for attempt in range(self.max_attempts):
+            try:
+                pending = attempt_once(pending)
+            except _aws_errors() as exc:
+                log.warning("%s failed (attempt %d): %s", call, attempt + 1, exc)
+            else:
+                if not pending:
+                    return pending
+            self.backoff(attempt)
+        return pending
 
 
 class KinesisDecisionSink(DecisionSink, _Retrying):
@@ -81,26 +101,22 @@ class KinesisDecisionSink(DecisionSink, _Retrying):
         return failed
 
     def _put(self, chunk: list[tuple[str, str, bytes]]) -> set[str]:
-        pending = chunk
-        for attempt in range(self.max_attempts):
-            try:
-                response = self.client.put_records(
-                    StreamName=self.stream_name,
-                    Records=[{"Data": data, "PartitionKey": key} for _, key, data in pending],
-                )
-            except _aws_errors() as exc:
-                log.warning("PutRecords to %s failed (attempt %d): %s", self.stream_name, attempt + 1, exc)
-            else:
-                if not response.get("FailedRecordCount"):
-                    return set()
-                # Resend only the records that failed, in their order.
-                pending = [
-                    entry
-                    for entry, result in zip(pending, response["Records"], strict=True)
-                    if "ErrorCode" in result
-                ]
-            self.backoff(attempt)
-        return {record_id for record_id, _, _ in pending}
+        def put_records(pending: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+            response = self.client.put_records(
+                StreamName=self.stream_name,
+                Records=[{"Data": data, "PartitionKey": key} for _, key, data in pending],
+            )
+            if not response.get("FailedRecordCount"):
+                return []
+            # Resend only the records that failed, in their order.
+            return [
+                entry
+                for entry, result in zip(pending, response["Records"], strict=True)
+                if "ErrorCode" in result
+            ]
+
+        left = self.retry(f"PutRecords to {self.stream_name}", chunk, put_records)
+        return {record_id for record_id, _, _ in left}
 
 
 class DynamoDbDecisionSink(DecisionSink, _Retrying):
@@ -133,21 +149,17 @@ class DynamoDbDecisionSink(DecisionSink, _Retrying):
         return {record_id for record_id, winner in superseded.items() if winner in failed}
 
     def _put(self, chunk: list[OutputItem]) -> set[str]:
-        pending = {item.key: item for item in chunk}
-        for attempt in range(self.max_attempts):
+        def batch_write(pending: dict[str, OutputItem]) -> dict[str, OutputItem]:
             requests = [{"PutRequest": {"Item": dynamodb_item(item)}} for item in pending.values()]
-            try:
-                response = self.client.batch_write_item(RequestItems={self.table_name: requests})
-            except _aws_errors() as exc:
-                log.warning("BatchWriteItem to %s failed (attempt %d): %s", self.table_name, attempt + 1, exc)
-            else:
-                left = response.get("UnprocessedItems", {}).get(self.table_name, [])
-                keys = {request["PutRequest"]["Item"][DECISION_TABLE_KEY]["S"] for request in left}
-                pending = {key: item for key, item in pending.items() if key in keys}
-                if not pending:
-                    return set()
-            self.backoff(attempt)
-        return {item.record_id for item in pending.values()}
+            response = self.client.batch_write_item(RequestItems={self.table_name: requests})
+            left = response.get("UnprocessedItems", {}).get(self.table_name, [])
+            keys = {request["PutRequest"]["Item"][DECISION_TABLE_KEY]["S"] for request in left}
+            return {key: item for key, item in pending.items() if key in keys}
+
+        left = self.retry(
+            f"BatchWriteItem to {self.table_name}", {item.key: item for item in chunk}, batch_write
+        )
+        return {item.record_id for item in left.values()}
 
 
 def dynamodb_item(item: OutputItem) -> dict[str, Any]:
@@ -207,27 +219,23 @@ class SqsDeadLetterSink(DeadLetterSink, _Retrying):
         return failed
 
     def _send(self, chunk: list[tuple[str, dict[str, Any]]]) -> set[str]:
+        hopeless: set[str] = set()  # sender faults: sending again cannot help
+
+        def send_batch(
+            pending: dict[str, tuple[str, dict[str, Any]]],
+        ) -> dict[str, tuple[str, dict[str, Any]]]:
+            response = self.client.send_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": key, **entry} for key, (_, entry) in pending.items()],
+            )
+            failures = response.get("Failed", [])
+            retry = {f["Id"] for f in failures if not f.get("SenderFault")}
+            hopeless.update(pending[f["Id"]][0] for f in failures if f.get("SenderFault"))
+            return {key: value for key, value in pending.items() if key in retry}
+
         pending = {str(index): entry for index, entry in enumerate(chunk)}
-        hopeless: set[str] = set()
-        for attempt in range(self.max_attempts):
-            try:
-                response = self.client.send_message_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[{"Id": key, **entry} for key, (_, entry) in pending.items()],
-                )
-            except _aws_errors() as exc:
-                log.warning(
-                    "SendMessageBatch to the dead-letter queue failed (attempt %d): %s", attempt + 1, exc
-                )
-            else:
-                failures = response.get("Failed", [])
-                retry = {f["Id"] for f in failures if not f.get("SenderFault")}
-                hopeless |= {pending[f["Id"]][0] for f in failures if f.get("SenderFault")}
-                pending = {key: value for key, value in pending.items() if key in retry}
-                if not pending:
-                    break
-            self.backoff(attempt)
-        return hopeless | {record_id for record_id, _ in pending.values()}
+        left = self.retry("SendMessageBatch to the dead-letter queue", pending, send_batch)
+        return hopeless | {record_id for record_id, _ in left.values()}
 
 
 def sqs_entry(letter: DeadLetter) -> dict[str, Any]:

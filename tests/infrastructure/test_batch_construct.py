@@ -25,10 +25,12 @@ from moto import mock_aws
 
 from stacks import batch_construct as bc
 from stacks.foundation_construct import FoundationConstruct
+from stacks.sagemaker_common import SAGEMAKER_RETRY_ERRORS
 from stacks.settings import DeploySettings
 
 # The recursive Parameters-vs-input-shape checker the pipeline tests wrote; shared rather than copied.
 from tests.infrastructure.sagemaker_shapes import shape_problems
+from tests.infrastructure.synthesized import SynthesizedStateMachine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SESSION = botocore.session.get_session()
@@ -49,16 +51,12 @@ SUCCESS_PATH = [
 
 
 @dataclass(frozen=True)
-class Synthesized:
+class Synthesized(SynthesizedStateMachine):
     stack: cdk.Stack
     batch: bc.BatchScoring
     live: ssm.StringParameter
     template: Template
     outdir: Path
-
-    @property
-    def json(self) -> dict[str, Any]:
-        return self.template.to_json()
 
     @property
     def definition(self) -> dict[str, Any]:
@@ -67,21 +65,8 @@ class Synthesized:
         ]
         return json.loads(render(machine["Properties"]["DefinitionString"]))
 
-    @property
-    def states(self) -> dict[str, Any]:
-        return self.definition["States"]
-
     def logical_id(self, construct: Any) -> str:
         return self.stack.resolve(self.stack.get_logical_id(construct.node.default_child))
-
-    def violations(self) -> list[tuple[str, str]]:
-        report = json.loads((self.outdir / "validation-report.json").read_text())
-        return [
-            (violation["ruleName"], construct["constructPath"])
-            for plugin in report["pluginReports"]
-            for violation in plugin["violations"]
-            for construct in violation["violatingConstructs"]
-        ]
 
 
 def render(value: Any, stand_ins: dict[str, str] | None = None) -> str:
@@ -242,7 +227,7 @@ def test_the_transform_is_followed_to_the_end_within_a_time_limit(default: Synth
     assert states["ScoreBatch"]["TimeoutSeconds"] == 6 * 3600
     assert default.definition["TimeoutSeconds"] == 7 * 3600
     assert states["ScoreBatch"]["Retry"] == [
-        {"ErrorEquals": bc.SAGEMAKER_RETRY_ERRORS, "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2}
+        {"ErrorEquals": SAGEMAKER_RETRY_ERRORS, "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2}
     ]
 
 

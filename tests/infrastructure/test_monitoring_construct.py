@@ -22,6 +22,7 @@ from shipml.monitoring import publish as m
 from stacks.foundation_construct import FoundationConstruct
 from stacks.monitoring_construct import HANDLERS, MonitoringConstruct, MonitoringSettings
 from stacks.settings import DeploySettings
+from tests.infrastructure.synthesized import assembly_findings
 
 ACCOUNT, REGION = "111122223333", "eu-west-1"
 SERVING_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:shipml-fraud-dev-serving"
@@ -50,13 +51,7 @@ class Synthesized:
         return found
 
     def violations(self) -> list[tuple[str, str]]:
-        report = json.loads((self.outdir / "validation-report.json").read_text())
-        return [
-            (violation["ruleName"], construct["constructPath"])
-            for plugin in report["pluginReports"]
-            for violation in plugin["violations"]
-            for construct in violation["violatingConstructs"]
-        ]
+        return assembly_findings(self.outdir)
 
 
 def _build(cdk_context, outdir: Path, *, full: bool) -> Synthesized:

@@ -24,8 +24,10 @@ from shipml.pipeline.steps import job_prefix
 from stacks import pipeline_construct as pc
 from stacks.export_pipeline_definition import export_from_template
 from stacks.foundation_construct import FoundationConstruct
+from stacks.sagemaker_common import SAGEMAKER_RETRY_ERRORS
 from stacks.settings import DeploySettings
 from tests.infrastructure.sagemaker_shapes import shape_problems
+from tests.infrastructure.synthesized import SynthesizedStateMachine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
@@ -34,7 +36,7 @@ TASK_TYPES = {"Task"}
 
 
 @dataclass(frozen=True)
-class Synthesized:
+class Synthesized(SynthesizedStateMachine):
     stack: cdk.Stack
     pipeline: pc.TrainingPipeline
     template: Template
@@ -42,25 +44,8 @@ class Synthesized:
     outdir: Path
 
     @property
-    def json(self) -> dict[str, Any]:
-        return self.template.to_json()
-
-    @property
     def definition(self) -> dict[str, Any]:
         return export_from_template(self.json)["definition"]
-
-    @property
-    def states(self) -> dict[str, Any]:
-        return self.definition["States"]
-
-    def violations(self) -> list[tuple[str, str]]:
-        report = json.loads((self.outdir / "validation-report.json").read_text())
-        return [
-            (violation["ruleName"], construct["constructPath"])
-            for plugin in report["pluginReports"]
-            for violation in plugin["violations"]
-            for construct in violation["violatingConstructs"]
-        ]
 
 
 def _serving_target(stack: cdk.Stack) -> pc.ServingTarget:
@@ -226,7 +211,7 @@ def test_tasks_retry_throttling_and_transient_errors_with_backoff(dev: Synthesiz
     lambda_errors = {e for r in states["Gate"]["Retry"] for e in r["ErrorEquals"]}
 
     assert train_retry == [
-        {"ErrorEquals": pc.SAGEMAKER_RETRY_ERRORS, "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2}
+        {"ErrorEquals": SAGEMAKER_RETRY_ERRORS, "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2}
     ]
     assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= lambda_errors
     assert all(r["BackoffRate"] >= 2 for s in states.values() for r in s.get("Retry", []))

@@ -16,6 +16,7 @@ from constructs import Construct
 from stacks import constants
 
 from .conftest import SynthesizedApp
+from .synthesized import findings
 
 DENY_INSECURE_TRANSPORT = Match.object_like(
     {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
@@ -170,14 +171,7 @@ def test_outputs_name_the_bucket_topic_and_key(dev: SynthesizedApp) -> None:
 def test_cdk_nag_reports_no_finding(request: pytest.FixtureRequest, stage: str) -> None:
     synthesized: SynthesizedApp = request.getfixturevalue(stage)
 
-    violations = [
-        (violation["ruleName"], construct["constructPath"])
-        for report in synthesized.validation_report["pluginReports"]
-        for violation in report["violations"]
-        for construct in violation["violatingConstructs"]
-    ]
-
-    assert violations == []
+    assert findings(synthesized.validation_report) == []
 
 
 def test_cdk_nag_fails_synth_on_an_unacknowledged_finding(synth_app: Callable[..., SynthesizedApp]) -> None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +20,16 @@ import pytest
 from shipml.backends import local_backends
 from shipml.contract import Contract
 from stacks import lambda_bundle
-from stacks.lambda_bundle import BundleReport, BundleSpec
+from stacks.lambda_bundle import BundleReport
+from tests.builders import (
+    build_host_bundle,
+    bundle_test_marks,
+    host_lambda_architecture,
+    python312,
+    run_in_bundle,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = "examples/fraud/contract.yaml"
-HOST_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 # Runs inside the bundle's interpreter: argv = bundle dir, events JSON, "memory-capture" or "".
 # The local backend captures to Parquet through pyarrow, which the bundle rightly lacks (on Lambda
@@ -76,25 +78,10 @@ print(json.dumps({
 """
 
 
-def _python312() -> Path | None:
-    """CPython 3.12: $SHIPML_PYTHON312, pyenv's 3.12.x, or python3.12 on PATH."""
-    candidates = [os.environ.get("SHIPML_PYTHON312", "")]
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(str(p) for p in pyenv_root.glob("versions/3.12*/bin/python3.12"))
-    candidates.append(shutil.which("python3.12") or "")
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+PYTHON312 = python312()
+HOST_ARCHITECTURE = host_lambda_architecture()
 
-
-PYTHON312 = _python312()
-HOST_ARCHITECTURE = HOST_ARCHITECTURES.get(platform.machine())
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        PYTHON312 is None, reason="needs CPython 3.12 (pyenv install 3.12, or SHIPML_PYTHON312)"
-    ),
-    pytest.mark.skipif(HOST_ARCHITECTURE is None, reason=f"no Lambda architecture for {platform.machine()}"),
-]
+pytestmark = bundle_test_marks()
 
 
 def api_event(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -130,14 +117,8 @@ def api_event(method: str, path: str, body: dict[str, Any] | None = None) -> dic
 @pytest.fixture(scope="module")
 def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BundleReport]:
     """The bundle for this machine's architecture, built by the same code that synth runs."""
-    assert HOST_ARCHITECTURE is not None
-    spec = BundleSpec(
-        repo_root=REPO_ROOT, architecture=HOST_ARCHITECTURE, contract_path=CONTRACT, budget_mb=150
-    )
     out = tmp_path_factory.mktemp("bundle")
-    report = lambda_bundle.build_bundle(spec, out)
-    print(report.summary(), file=sys.stderr)
-    return out, report
+    return out, build_host_bundle(out, contract_path=CONTRACT, budget_mb=150)
 
 
 @pytest.fixture
@@ -159,26 +140,9 @@ def invoke(built_bundle: tuple[Path, BundleReport], tmp_path: Path) -> Callable[
             "POWERTOOLS_METRICS_NAMESPACE": "shipml",
             "LAMBDA_TASK_ROOT": str(bundle),
         }
-        result = subprocess.run(
-            [
-                str(PYTHON312),
-                "-I",
-                "-S",
-                "-c",
-                _DRIVER,
-                str(bundle),
-                json.dumps(list(events)),
-                "memory-capture" if memory_capture else "",
-            ],
-            cwd=bundle,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        return run_in_bundle(
+            bundle, _DRIVER, json.dumps(list(events)), "memory-capture" if memory_capture else "", env=env
         )
-        assert result.returncode == 0, f"the handler failed under {PYTHON312}:\n{result.stderr[-6000:]}"
-        return json.loads(result.stdout.strip().splitlines()[-1])
 
     return run
 

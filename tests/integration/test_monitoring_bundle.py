@@ -9,43 +9,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import platform
-import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from shipml import artifact as artifacts
-from stacks import lambda_bundle
-from stacks.lambda_bundle import BundleSpec
+from tests.builders import build_host_bundle, bundle_test_marks, run_in_bundle
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HOST_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
-
-def _python312() -> Path | None:
-    candidates = [os.environ.get("SHIPML_PYTHON312", "")]
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(str(p) for p in pyenv_root.glob("versions/3.12*/bin/python3.12"))
-    candidates.append(shutil.which("python3.12") or "")
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
-PYTHON312 = _python312()
-HOST_ARCHITECTURE = HOST_ARCHITECTURES.get(platform.machine())
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        PYTHON312 is None, reason="needs CPython 3.12 (pyenv install 3.12, or SHIPML_PYTHON312)"
-    ),
-    pytest.mark.skipif(HOST_ARCHITECTURE is None, reason=f"no Lambda architecture for {platform.machine()}"),
-]
+pytestmark = bundle_test_marks()
 
 # Runs inside the bundle's interpreter: argv = bundle dir, the blob-store folder.
 _DRIVER = r"""
@@ -86,18 +60,14 @@ print(json.dumps({"verdict": result.report.verdict, "rows": result.report.rows,
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    assert HOST_ARCHITECTURE is not None
-    spec = BundleSpec(
-        repo_root=REPO_ROOT,
-        architecture=HOST_ARCHITECTURE,
+    out = tmp_path_factory.mktemp("monitor-bundle")
+    build_host_bundle(
+        out,
         contract_path="examples/fraud/contract.yaml",
         budget_mb=150,
         requirements="functions/monitor/requirements.txt",
         sources=("shipml", "functions/__init__.py", "functions/monitor"),
     )
-    out = tmp_path_factory.mktemp("monitor-bundle")
-    report = lambda_bundle.build_bundle(spec, out)
-    print(report.summary(), file=sys.stderr)
     return out
 
 
@@ -114,17 +84,8 @@ def test_the_drift_job_runs_in_the_bundle_without_pyarrow(bundle, monitoring_wor
         gzip.compress("".join(json.dumps(r, default=str) + "\n" for r in records.to_pylist()).encode())
     )
 
-    done = subprocess.run(
-        [str(PYTHON312), "-I", "-S", "-c", _DRIVER, str(bundle), str(folder)],
-        capture_output=True,
-        text=True,
-        cwd=bundle,
-        timeout=300,
-        check=False,
-    )
+    result = run_in_bundle(bundle, _DRIVER, str(folder), timeout=300)
 
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
     assert result["rows"] == 5_000 and result["verdict"] == "drift"
     assert {"amount", "merchant_category"} <= set(result["drifted"])

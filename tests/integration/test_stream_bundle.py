@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +16,10 @@ import pytest
 from shipml.backends import LIVE, local_backends
 from stacks import lambda_bundle
 from stacks.stream_construct import STREAM_REQUIREMENTS, STREAM_SOURCES
-from tests.builders import RawData, kinesis_event
+from tests.builders import RawData, build_host_bundle, bundle_test_marks, kinesis_event, run_in_bundle
 from tests.conftest import valid_request
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = "examples/fraud/contract.yaml"
-HOST_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 # Runs inside the bundle's interpreter. The local backend captures to Parquet through pyarrow, which
 # the bundle rightly lacks (on Lambda capture goes to Firehose): a fake of our CaptureSink stands in.
@@ -70,39 +65,15 @@ print(json.dumps({
 """
 
 
-def _python312() -> Path | None:
-    candidates = [os.environ.get("SHIPML_PYTHON312", "")]
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(str(p) for p in pyenv_root.glob("versions/3.12*/bin/python3.12"))
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
-PYTHON312 = _python312()
-HOST_ARCHITECTURE = HOST_ARCHITECTURES.get(platform.machine())
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        PYTHON312 is None, reason="needs CPython 3.12 (pyenv install 3.12, or SHIPML_PYTHON312)"
-    ),
-    pytest.mark.skipif(HOST_ARCHITECTURE is None, reason=f"no Lambda architecture for {platform.machine()}"),
-]
+pytestmark = bundle_test_marks()
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> tuple[Path, lambda_bundle.BundleReport]:
-    assert HOST_ARCHITECTURE is not None
-    spec = lambda_bundle.BundleSpec(
-        repo_root=REPO_ROOT,
-        architecture=HOST_ARCHITECTURE,
-        contract_path=CONTRACT,
-        budget_mb=150,
-        requirements=STREAM_REQUIREMENTS,
-        sources=STREAM_SOURCES,
-    )
     out = tmp_path_factory.mktemp("stream-bundle")
-    report = lambda_bundle.build_bundle(spec, out)
-    print(report.summary(), file=sys.stderr)
+    report = build_host_bundle(
+        out, contract_path=CONTRACT, budget_mb=150, requirements=STREAM_REQUIREMENTS, sources=STREAM_SOURCES
+    )
     return out, report
 
 
@@ -140,18 +111,8 @@ def test_the_handler_settles_a_kinesis_batch_under_python_312_with_only_the_bund
         "LAMBDA_TASK_ROOT": str(folder),
     }
 
-    run = subprocess.run(
-        [str(PYTHON312), "-I", "-S", "-c", _DRIVER, str(folder), json.dumps(event)],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_in_bundle(folder, _DRIVER, json.dumps(event), env=env)
 
-    assert run.returncode == 0, run.stderr[-6000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["python"] == [3, 12]
     assert result["response"] == {"batchItemFailures": []}
     assert result["heavy_imported"] == [] and result["imported_from_outside"] == []
