@@ -86,6 +86,7 @@ class MonitoringConstruct(Construct):
         serving_function: lambda_.IFunction | None = None,
         serving_alias: lambda_.IAlias | None = None,
         api: apigw.IRestApi | None = None,
+        api_key: apigw.IApiKey | None = None,
         api_stage: str = constants.API_STAGE,
         state_machine: sfn.IStateMachine | None = None,
         handler_code: lambda_.Code | None = None,
@@ -109,7 +110,7 @@ class MonitoringConstruct(Construct):
         self._allow_services_to_use_the_topic_key()
         self._build_jobs()
         if api is not None:
-            self._build_health_check(api)
+            self._build_health_check(api, api_key)
         self._build_serving_alarms()
         self.drift_alarm, self.quality_alarm = self._build_model_alarms()
         self._build_failure_rules()
@@ -394,19 +395,35 @@ class MonitoringConstruct(Construct):
                 "pipeline and the label producers.",
             )
 
-    def _build_health_check(self, api: apigw.IRestApi) -> None:
+    def _build_health_check(self, api: apigw.IRestApi, api_key: apigw.IApiKey | None) -> None:
         url = f"https://{api.rest_api_id}.execute-api.{cdk.Aws.REGION}.{cdk.Aws.URL_SUFFIX}/{self._api_stage}/health"
+        environment = {"SHIPML_HEALTH_URL": url, "SHIPML_HEALTH_AUTH": self._settings.api_auth}
+        if self._settings.api_auth == "api_key":
+            if api_key is None:
+                raise ValueError("api_auth is api_key: the health check needs the usage plan's API key")
+            # The checker reads the key's value from API Gateway when it runs (GetApiKey with
+            # includeValue), so the value never sits in the function's configuration.
+            environment["SHIPML_HEALTH_API_KEY_ID"] = api_key.key_id
         function = self._function(
             "HealthCheck",
-            environment={"SHIPML_HEALTH_URL": url, "SHIPML_HEALTH_AUTH": self._settings.api_auth},
+            environment=environment,
             timeout=cdk.Duration.seconds(30),
             memory_mb=256,
         )
-        if self._settings.api_auth != "iam":
-            # In api_key mode the checker has no key; it still sees 403s, and the alarm says so.
-            cdk.Annotations.of(function).add_warning_v2(
-                "shipml:health-check-api-key",
-                "api_auth is api_key: the health check sends no key and will report the API unhealthy",
+        if api_key is not None and self._settings.api_auth == "api_key":
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["apigateway:GET"],
+                    resources=[
+                        cdk.Stack.of(self).format_arn(
+                            service="apigateway",
+                            account="",
+                            resource="/apikeys",
+                            resource_name=api_key.key_id,
+                            arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
+                        )
+                    ],
+                )
             )
         function.add_to_role_policy(
             iam.PolicyStatement(

@@ -127,6 +127,7 @@ class ShipmlStack(cdk.Stack):
             serving_function=self.serving.function,
             serving_alias=self.serving.alias,
             api=self.serving_api.api,
+            api_key=self.serving_api.api_key,
             state_machine=self.pipeline.state_machine,
             handler_code=_handler_code(settings, "monitor", architecture=settings.lambda_architecture),
         )

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shipml.errors import ShipmlError
 
@@ -59,16 +59,27 @@ class HealthSettings(BaseModel):
 
     model: str = Field(alias="SHIPML_MODEL")
     url: str = Field(pattern=r"^https?://", alias="SHIPML_HEALTH_URL")
-    auth: Literal["iam", "none"] = Field(default="iam", alias="SHIPML_HEALTH_AUTH")
+    auth: Literal["iam", "api_key", "none"] = Field(default="iam", alias="SHIPML_HEALTH_AUTH")
+    # api_key mode: the id of the usage plan's key; its value is read from API Gateway at run time
+    # (GetApiKey with includeValue), so it never sits in the function's configuration.
+    api_key_id: str | None = Field(default=None, min_length=1, alias="SHIPML_HEALTH_API_KEY_ID")
     timeout_s: float = Field(default=10.0, gt=0, le=60, alias="SHIPML_HEALTH_TIMEOUT_S")
     namespace: str = Field(default="shipml", alias="SHIPML_METRICS_NAMESPACE")
+
+    @model_validator(mode="after")
+    def _key_for_api_key_mode(self) -> HealthSettings:
+        if self.auth == "api_key" and not self.api_key_id:
+            raise ValueError("SHIPML_HEALTH_AUTH=api_key needs SHIPML_HEALTH_API_KEY_ID")
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HealthSettings:
         try:
             return cls.model_validate(dict(os.environ if environ is None else environ))
         except ValidationError as exc:
-            problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{e['loc'][0] if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors()
+            )
             raise ShipmlError(f"invalid health-check settings: {problems}") from None
 
 
@@ -174,13 +185,28 @@ def run_health_check(settings: HealthSettings, *, session: Any = None, send: Any
     """One health check of the API with the function's own credentials; metrics published."""
     import boto3
 
-    from shipml.monitoring.health import check_health, publish_health, sigv4_signer, urllib_send
+    from shipml.monitoring.health import (
+        api_key_signer,
+        check_health,
+        publish_health,
+        sigv4_signer,
+        urllib_send,
+    )
     from shipml.monitoring.publish import CloudWatchMetricsSink
 
     session = session or boto3.session.Session()
     sign = None
     if settings.auth == "iam":
         sign = sigv4_signer(session.get_credentials(), session.region_name)
+    elif settings.auth == "api_key":
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            key = session.client("apigateway").get_api_key(apiKey=settings.api_key_id, includeValue=True)
+        except (BotoCoreError, ClientError) as exc:
+            # The checker stops reporting, which the health alarm treats as unhealthy.
+            raise ShipmlError(f"cannot read the API key {settings.api_key_id}: {exc}") from None
+        sign = api_key_signer(key["value"])
     result = check_health(settings.url, send=send or urllib_send(settings.timeout_s), sign=sign)
     publish_health(
         result, settings.model, CloudWatchMetricsSink(session.client("cloudwatch"), settings.namespace)

@@ -1,4 +1,5 @@
-"""The health check of the serving API: GET /health, signed with SigV4 when the API uses IAM.
+"""The health check of the serving API: GET /health, signed with SigV4 when the API uses IAM, or
+with a key of the usage plan when it uses API keys.
 
 Run every few minutes by a scheduled Lambda function (`functions/monitor/health.py`); publishes
 `HealthCheckSuccess` (1 or 0) and `HealthCheckLatency`, which the health alarm watches. Standard
@@ -57,6 +58,15 @@ def sigv4_signer(credentials: Any, region: str, service: str = "execute-api") ->
         request = AWSRequest(method=method, url=url, headers=dict(headers))
         SigV4Auth(credentials.get_frozen_credentials(), service, region).add_auth(request)
         return dict(request.headers.items())
+
+    return sign
+
+
+def api_key_signer(value: str) -> Sign:
+    """Adds API Gateway's `x-api-key` header (the API's `api_key` mode)."""
+
+    def sign(method: str, url: str, headers: Mapping[str, str]) -> dict[str, str]:
+        return {**headers, "x-api-key": value}
 
     return sign
 

@@ -485,6 +485,31 @@ def test_outputs_name_what_the_pipeline_and_scripts_need(dev: SynthesizedApp) ->
     assert constants.OUTPUT_API_KEY_ID not in outputs
 
 
+def test_in_api_key_mode_the_health_check_reads_the_usage_plan_key(api_key_variant: SynthesizedApp) -> None:
+    template = api_key_variant.template
+    (key_id,) = template.find_resources("AWS::ApiGateway::ApiKey")
+    checks = [
+        props
+        for props in (r["Properties"] for r in template.find_resources("AWS::Lambda::Function").values())
+        if props["Handler"] == "functions.monitor.health.handler"
+    ]
+    (check,) = checks
+    variables = check["Environment"]["Variables"]
+    assert variables["SHIPML_HEALTH_AUTH"] == "api_key"
+    assert variables["SHIPML_HEALTH_API_KEY_ID"] == {"Ref": key_id}
+    role = check["Role"]["Fn::GetAtt"][0]
+    statements = [
+        statement
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    (read_key,) = [s for s in statements if s["Action"] == "apigateway:GET"]
+    # Only this key, and only reading it.
+    assert "Ref" in json.dumps(read_key["Resource"]) and key_id in json.dumps(read_key["Resource"])
+    assert "/apikeys/" in json.dumps(read_key["Resource"]) and "*" not in json.dumps(read_key["Resource"])
+
+
 @pytest.mark.parametrize("variant", ["api_key_variant", "snapstart_x86_variant"])
 def test_cdk_nag_and_cfn_lint_are_clean_for_the_variants(
     request: pytest.FixtureRequest, variant: str
@@ -496,12 +521,6 @@ def test_cdk_nag_and_cfn_lint_are_clean_for_the_variants(
         for report in synthesized.validation_report["pluginReports"]
         for violation in report["violations"]
         for construct in violation["violatingConstructs"]
-        # A documented limitation, not a finding: in api_key mode the scheduled health check holds
-        # no key, so it reports the API unhealthy (docs/runbooks.md, HealthCheck).
-        if not (
-            variant == "api_key_variant"
-            and violation["ruleName"] == "Annotation::shipml:health-check-api-key"
-        )
     ]
     matches = lint(
         json.dumps(synthesized.template.to_json()),

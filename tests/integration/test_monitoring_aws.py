@@ -210,6 +210,42 @@ def test_health_check_signs_its_call_and_publishes_the_result(
     assert _latest(aws, "HealthCheckSuccess") == healthy
 
 
+def test_health_check_sends_the_usage_plan_key_in_api_key_mode(aws, health_server, monkeypatch) -> None:
+    from functions.monitor import health
+
+    key = aws.client("apigateway").create_api_key(name="serving-client", enabled=True)
+    monkeypatch.setenv("SHIPML_HEALTH_URL", f"http://127.0.0.1:{health_server.server_port}/v1/health")
+    monkeypatch.setenv("SHIPML_HEALTH_AUTH", "api_key")
+    monkeypatch.setenv("SHIPML_HEALTH_API_KEY_ID", key["id"])
+
+    result = health.handler({}, LambdaContext())
+
+    assert result["healthy"] is True
+    headers = {k.lower(): v for k, v in _Health.seen[-1].items()}
+    assert headers["x-api-key"] == key["value"] and "authorization" not in headers
+    assert _latest(aws, "HealthCheckSuccess") == 1.0
+
+
+def test_health_check_settings_name_what_api_key_mode_lacks(aws, monkeypatch) -> None:
+    from shipml.errors import ShipmlError
+    from shipml.monitoring.aws import HealthSettings, run_health_check
+
+    with pytest.raises(ShipmlError, match="SHIPML_HEALTH_AUTH=api_key needs SHIPML_HEALTH_API_KEY_ID"):
+        HealthSettings.from_env(
+            {"SHIPML_MODEL": "fraud", "SHIPML_HEALTH_URL": "https://x", "SHIPML_HEALTH_AUTH": "api_key"}
+        )
+    settings = HealthSettings.from_env(
+        {
+            "SHIPML_MODEL": "fraud",
+            "SHIPML_HEALTH_URL": "https://x",
+            "SHIPML_HEALTH_AUTH": "api_key",
+            "SHIPML_HEALTH_API_KEY_ID": "nokey123",
+        }
+    )
+    with pytest.raises(ShipmlError, match="cannot read the API key nokey123"):
+        run_health_check(settings, session=aws)
+
+
 def test_health_check_reports_an_api_that_does_not_answer(aws, monkeypatch) -> None:
     from functions.monitor import health
 
