@@ -63,7 +63,8 @@ def dynamodb(items: int) -> tuple[float, float]:
     import boto3
     from moto import mock_aws
 
-    from shipml.backends.aws.online import PARTITION_KEY, SORT_KEY, DynamoDbOnlineStore, item_key
+    from shipml.backends.aws.online import DynamoDbOnlineStore, item_key
+    from tests.builders import create_online_table
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "testing")
@@ -75,18 +76,7 @@ def dynamodb(items: int) -> tuple[float, float]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
         for table in ("batch", "single"):
-            client.create_table(
-                TableName=table,
-                KeySchema=[
-                    {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
-                    {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
-                    {"AttributeName": SORT_KEY, "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
+            create_online_table(client, table)
         started = time.perf_counter()
         DynamoDbOnlineStore(client, "batch").put_many("fraud", values)
         batch_rate = items / (time.perf_counter() - started)

@@ -58,32 +58,10 @@ class InMemoryKinesis:
 
 def prepare(root: Path) -> None:
     """A live model in a local registry and online features for the customers."""
-    from datetime import UTC, datetime
-
-    from shipml.artifact import ModelCard, write_artifact
     from shipml.backends import LIVE, local_backends
-    from shipml.contract import FeatureEncoder, load_contract
-    from tests.conftest import logistic_onnx
+    from tests.conftest import artifact_for
 
-    contract = load_contract(CONTRACT)
-    encoder = FeatureEncoder(contract)
-    card = ModelCard(
-        model_name="fraud",
-        created_at=datetime.now(UTC),
-        data_fingerprint="sha256:bench",
-        code_version="bench",
-        parameters={},
-        metrics={},
-        baseline={},
-        input_name=encoder.input_name,
-        feature_names=encoder.feature_names,
-        threshold=contract.outputs.threshold,
-        framework="onnx.helper",
-        onnx_opset=17,
-    )
-    artifact = write_artifact(
-        root / "artifact", onnx_bytes=logistic_onnx(encoder.width), contract_path=CONTRACT, card=card
-    )
+    artifact = artifact_for(CONTRACT, root / "artifact")
     backends = local_backends(root / "shipml")
     backends.registry.register("fraud", artifact)
     backends.registry.approve("fraud", 1)

@@ -48,6 +48,11 @@ class ModelCard(BaseModel):
     onnx_opset: int | None = None
 
 
+def artifact_key(model: str, version: int | str) -> str:
+    """Where a version's packed artifact lives in a blob store (local folder or S3 bucket)."""
+    return f"models/{model}/{version}/model.tar.gz"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

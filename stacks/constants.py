@@ -12,10 +12,6 @@ TAG_PROJECT = "project"
 TAG_STAGE = "stage"
 TAG_MODEL = "model"
 
-# Stage names that cdk.json's "stages" block is expected to define.
-STAGE_DEV = "dev"
-STAGE_PROD = "prod"
-
 # Construct ids inside the stack; changing one replaces the resource on the next deploy.
 FOUNDATION_CONSTRUCT_ID = "Foundation"
 ENCRYPTION_KEY_ID = "EncryptionKey"

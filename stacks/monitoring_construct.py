@@ -32,8 +32,6 @@ Metric names come from `shipml.monitoring.publish`, so the job and the alarms ca
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -89,8 +87,7 @@ class MonitoringConstruct(Construct):
         api_key: apigw.IApiKey | None = None,
         api_stage: str = constants.API_STAGE,
         state_machine: sfn.IStateMachine | None = None,
-        handler_code: lambda_.Code | None = None,
-        dependencies_layer: lambda_.ILayerVersion | None = None,
+        handler_code: lambda_.Code,
     ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
@@ -99,8 +96,7 @@ class MonitoringConstruct(Construct):
         self._api, self._api_stage = api, api_stage
         self._serving_function, self._serving_alias = serving_function, serving_alias
         self._state_machine = state_machine
-        self._code = handler_code or self._default_handler_code()
-        self._layers = [dependencies_layer] if dependencies_layer is not None else []
+        self._code = handler_code
         self.model_name = settings.model_name
         self.functions: dict[str, lambda_.Function] = {}
         self.alarms: dict[str, cloudwatch.Alarm | cloudwatch.AnomalyDetectionAlarm] = {}
@@ -218,25 +214,6 @@ class MonitoringConstruct(Construct):
 
     # --- the scheduled functions --------------------------------------------------------------------
 
-    def _default_handler_code(self) -> lambda_.Code:
-        # Sources only (shipml/ and functions/, Python files); numpy, pydantic and pyyaml come from
-        # `dependencies_layer` or a full bundle passed as `handler_code`. Staged into a folder of
-        # their own: an asset of the repo root with exclusions makes CDK walk .venv and node_modules.
-        staging = Path(tempfile.mkdtemp(prefix="shipml-monitor-code-"))
-        for package in ("shipml", "functions"):
-            for path in sorted((REPO_ROOT / package).rglob("*.py")):
-                if "__pycache__" in path.parts:
-                    continue
-                target = staging / path.relative_to(REPO_ROOT)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-        contract = REPO_ROOT / self._settings.contract_path
-        if contract.is_file():
-            target = staging / self._settings.contract_path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(contract, target)
-        return lambda_.Code.from_asset(str(staging))
-
     def _function(
         self, name: str, *, environment: dict[str, str], timeout: cdk.Duration, memory_mb: int
     ) -> lambda_.Function:
@@ -271,7 +248,6 @@ class MonitoringConstruct(Construct):
             architecture=ARCHITECTURES[self._settings.lambda_architecture],
             handler=HANDLERS[name],
             code=self._code,
-            layers=self._layers,
             role=role,
             log_group=log_group,
             timeout=timeout,

@@ -48,7 +48,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from shipml.pipeline.steps import job_prefix
-from stacks import nag
+from stacks import constants, nag
 from stacks import sagemaker_common as common
 from stacks.sagemaker_common import nag_arn
 from stacks.sagemaker_instances import has_local_storage
@@ -209,7 +209,6 @@ class TrainingPipeline(Construct):
         vpc: TrainingVpc | None = None,
         processing_instance_type: str = DEFAULT_PROCESSING_INSTANCE_TYPE,
         handler_code: lambda_.Code | None = None,
-        dependencies_layer: lambda_.ILayerVersion | None = None,
         auto_approve: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -221,13 +220,12 @@ class TrainingPipeline(Construct):
         stack = cdk.Stack.of(self)
         self._partition, self._region, self._account = stack.partition, stack.region, stack.account
         self.model_name = settings.model_name
-        self.live_parameter_name = f"/shipml/{settings.model_name}/{settings.stage}/live-model-version"
+        self.live_parameter_name = constants.live_parameter_name(settings.model_name, settings.stage)
 
         self.source = self._build_source_asset()
         self.images = self._build_image_mapping()
         self.sagemaker_role = self._build_sagemaker_role()
         self._handler_code = handler_code or self._default_handler_code()
-        self._layers = [dependencies_layer] if dependencies_layer is not None else []
         self.functions: dict[str, lambda_.Function] = {}
         self.state_machine = self._build_state_machine()
         self.schedule = self._build_schedule()
@@ -266,8 +264,7 @@ class TrainingPipeline(Construct):
         return job_prefix(self.model_name, kind)
 
     def _default_handler_code(self) -> lambda_.Code:
-        # Sources only: the dependencies (pydantic, pyyaml, numpy) come from `dependencies_layer`
-        # or a full bundle passed as `handler_code`.
+        # Sources only (the construct tests); the stack passes a full bundle as `handler_code`.
         return lambda_.Code.from_asset(
             str(REPO_ROOT),
             exclude=["*", "!shipml", "!shipml/**", "!functions", "!functions/**", "**/__pycache__"],
@@ -397,7 +394,6 @@ class TrainingPipeline(Construct):
             architecture=lambda_.Architecture.ARM_64,
             handler=HANDLERS[state],
             code=self._handler_code,
-            layers=self._layers,
             role=role,
             log_group=log_group,
             timeout=cdk.Duration.seconds(timeout_s),

@@ -265,3 +265,22 @@ def run_in_bundle(
     )
     assert done.returncode == 0, f"the driver failed under {python}:\n{done.stderr[-6000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def create_online_table(dynamodb: Any, name: str) -> None:
+    """The online-feature table's key schema (as `stacks/online_features_construct.py` declares it)
+    in a moto or Stubber-backed DynamoDB client."""
+    from shipml.backends.aws.online import PARTITION_KEY, SORT_KEY
+
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
+            {"AttributeName": SORT_KEY, "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )

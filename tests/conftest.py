@@ -47,59 +47,18 @@ def sample_table(sample_data: Path):
 
 
 def logistic_onnx(width: int, *, seed: int = 0, input_name: str = "features") -> bytes:
-    """A real ONNX graph: score = sigmoid(x @ w + b), shape (N,), output named 'score'."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    weights = numpy_helper.from_array(rng.normal(0, 0.3, (width, 1)).astype(np.float32), "w")
-    bias = numpy_helper.from_array(np.array([-2.0], dtype=np.float32), "b")
-    shape = numpy_helper.from_array(np.array([-1], dtype=np.int64), "shape")
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", [input_name, "w"], ["xw"]),
-            helper.make_node("Add", ["xw", "b"], ["logit"]),
-            helper.make_node("Sigmoid", ["logit"], ["prob"]),
-            helper.make_node("Reshape", ["prob", "shape"], ["score"]),
-        ],
-        "logistic",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", width])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
-        initializer=[weights, bias, shape],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    """A real ONNX graph: score = sigmoid(x @ w + b), shape (N,), output named 'score'; seeded weights."""
+    weights = np.random.default_rng(seed).normal(0, 0.3, width)
+    return weighted_logistic_onnx(weights, -2.0, input_name=input_name)
 
 
 @pytest.fixture
-def make_artifact(contract: Contract, tmp_path: Path):
+def make_artifact(tmp_path: Path):
     """Build a valid artifact folder for the example contract; returns its path."""
-    from shipml.artifact import ModelCard, write_artifact
-
     counter = iter(range(1000))
 
     def build(*, seed: int = 0, auc: float = 0.9, dest: Path | None = None) -> Path:
-        encoder = FeatureEncoder(contract)
-        card = ModelCard(
-            model_name=contract.model,
-            created_at=datetime.now(UTC),
-            data_fingerprint="sha256:test",
-            code_version="test",
-            parameters={"seed": seed},
-            metrics={"overall": {"auc": auc, "rows": 100}},
-            baseline={},
-            input_name=encoder.input_name,
-            feature_names=encoder.feature_names,
-            threshold=contract.outputs.threshold,
-            framework="onnx.helper",
-            onnx_opset=17,
-        )
-        target = dest or tmp_path / f"artifact-{next(counter)}"
-        return write_artifact(
-            target, onnx_bytes=logistic_onnx(encoder.width, seed=seed), contract_path=CONTRACT_PATH, card=card
-        )
+        return artifact_for(CONTRACT_PATH, dest or tmp_path / f"artifact-{next(counter)}", seed=seed, auc=auc)
 
     return build
 
@@ -289,7 +248,7 @@ def monitoring_world(tmp_path_factory: pytest.TempPathFactory) -> MonitoringWorl
 # --- reliability suites (tests/fuzz, tests/faults): an artifact outside the function-scoped fixture ---
 
 
-def artifact_for(contract_path: Path, folder: Path, *, seed: int = 0) -> Path:
+def artifact_for(contract_path: Path, folder: Path, *, seed: int = 0, auc: float = 0.9) -> Path:
     """A valid tiny-logistic artifact for the contract at `contract_path` (any scope, any contract)."""
     from shipml.artifact import ModelCard, write_artifact
 
@@ -301,7 +260,7 @@ def artifact_for(contract_path: Path, folder: Path, *, seed: int = 0) -> Path:
         data_fingerprint="sha256:test",
         code_version="test",
         parameters={"seed": seed},
-        metrics={"overall": {"auc": 0.9, "rows": 100}},
+        metrics={"overall": {"auc": auc, "rows": 100}},
         baseline={},
         input_name=encoder.input_name,
         feature_names=encoder.feature_names,

@@ -35,6 +35,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     if "consumer" not in _runtime:
         _runtime["consumer"], _runtime["source"] = _build()
+        # Built once, as Powertools' examples do at module level: it is reused across invocations.
+        _runtime["processor"] = BatchProcessor(event_type=_EVENT_TYPES[_runtime["source"]])
         _runtime["consumer"].metrics.put("ColdStart", 1, unit="Count")
     consumer, source = _runtime["consumer"], _runtime["source"]
     try:
@@ -42,7 +44,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return process_partial_response(
             event=event,
             record_handler=lambda record: result.check(record_id(record.raw_event, source)),
-            processor=BatchProcessor(event_type=_EVENT_TYPES[source]),
+            processor=_runtime["processor"],
             context=context,
         )
     finally:

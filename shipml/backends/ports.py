@@ -102,6 +102,33 @@ class Registry(abc.ABC):
     def open_artifact(self, version: ModelVersion) -> Artifact:
         """Fetch, verify and open the artifact of a version (cached locally)."""
 
+    @staticmethod
+    def _open_cached(blobs: BlobStore, key: str, version: ModelVersion, cache_dir: Path) -> Artifact:
+        """`open_artifact` for adapters that keep packed artifacts in a blob store: the copy
+        unpacked under `cache_dir` when it is intact and has the registered digest, else the
+        packed artifact fetched, unpacked there and checked against that digest."""
+        from shipml import artifact as artifacts
+        from shipml.errors import ArtifactError
+
+        target = cache_dir / version.model_name / str(version.version)
+        if target.is_dir():
+            try:
+                opened = artifacts.load_artifact(target)
+                if opened.digest == version.digest:
+                    return opened
+            except ArtifactError:
+                pass  # a damaged cache entry is replaced from the stored copy below
+        try:
+            packed = blobs.get_bytes(key)
+        except KeyError:
+            raise ArtifactError(f"{version.ref}: the artifact {blobs.uri(key)} is missing") from None
+        opened = artifacts.unpack(packed, target)
+        if opened.digest != version.digest:
+            raise ArtifactError(
+                f"{version.ref}: the stored artifact does not match the digest recorded at registration"
+            )
+        return opened
+
     def approve(self, model_name: str, version: int) -> ModelVersion:
         return self.set_status(model_name, version, ApprovalStatus.approved)
 

@@ -186,7 +186,6 @@ class BatchScorer:
         self.predictor = predictor
         self.contract = predictor.contract
         self.online_names = [f.name for f in self.contract.online_features]
-        self._versions: pa.Array | None = None
 
     def _online_columns(self, table: pa.Table) -> tuple[pa.Table, int, np.ndarray]:
         """Add the online features from the store when the input lacks them.
@@ -273,7 +272,9 @@ class BatchScorer:
                 contract.id: valid.column(contract.id),
                 contract.outputs.score: pa.array(scores, pa.float32()),
                 contract.outputs.label: pa.array(scores >= contract.outputs.threshold),
-                "model_version": self._model_versions(valid.num_rows),
+                "model_version": pa.repeat(
+                    pa.scalar(self.predictor.model_version, pa.string()), valid.num_rows
+                ),
             }
         )
         if len(rejected_rows):
@@ -285,14 +286,6 @@ class BatchScorer:
         rejects = rejects.append_column(ROW, pa.array(rejected_rows, pa.int64()))
         rejects = rejects.append_column(REASON, reasons)
         return scored, rejects, defaulted
-
-    def _model_versions(self, rows: int) -> pa.Array:
-        """The model version `rows` times: a slice of one array built once (slicing copies nothing)."""
-        versions = self._versions  # read once: worker threads may replace it meanwhile
-        if versions is None or len(versions) < rows:
-            versions = pa.repeat(pa.scalar(self.predictor.model_version, pa.string()), max(rows, 1))
-            self._versions = versions
-        return versions.slice(0, rows)
 
 
 def _plain(table: pa.Table) -> pa.Table:

@@ -266,15 +266,10 @@ class FeatureEncoder:
             out[:, offset + 1] = np.cos(hour_angle)
             # The weekday takes seven values: index their sines and cosines (computed by the same
             # numpy functions on the same angles) instead of evaluating both per row.
-            days = np.floor(seconds / _SECONDS_PER_DAY)
-            if np.abs(days).max(initial=0.0) < 2.0**52:
-                weekday = np.mod(days.astype(np.int64) + _EPOCH_WEEKDAY, 7)
-                out[:, offset + 2] = _WEEKDAY_SIN[weekday]
-                out[:, offset + 3] = _WEEKDAY_COS[weekday]
-            else:  # beyond exact integers: the formula itself
-                day_angle = np.mod(days + _EPOCH_WEEKDAY, 7) * (2 * math.pi / 7)
-                out[:, offset + 2] = np.sin(day_angle)
-                out[:, offset + 3] = np.cos(day_angle)
+            days = np.floor(seconds / _SECONDS_PER_DAY)  # exact integers: |days| < 1e9 for any date
+            weekday = np.mod(days.astype(np.int64) + _EPOCH_WEEKDAY, 7)
+            out[:, offset + 2] = _WEEKDAY_SIN[weekday]
+            out[:, offset + 3] = _WEEKDAY_COS[weekday]
             if missing_time.any():
                 out[missing_time, offset : offset + 4] = 0.0  # a missing time carries no signal
         return out

@@ -39,24 +39,9 @@ class Masker:
             if p in (PiiPolicy.mask, PiiPolicy.hash)
         ]
 
-    @property
-    def fields(self) -> set[str]:
-        return set(self._policies)
-
     def hash_value(self, value: Any) -> str:
         digest = hmac.digest(self._key, str(value).encode("utf-8"), hashlib.sha256).hex()
         return f"h:{digest[:24]}"
-
-    def mask_field(self, name: str, value: Any) -> Any:
-        """One field's value after its policy; fields without a policy pass unchanged."""
-        policy = self._policies.get(name)
-        if value is None or policy is None or policy == PiiPolicy.keep:
-            return value
-        if policy == PiiPolicy.mask:
-            return mask_value(value)
-        if policy == PiiPolicy.hash:
-            return self.hash_value(value)
-        return None  # drop: callers that build records use `mask`, which removes the key
 
     def mask(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of `record` that is safe to log, capture or use as a metric dimension."""

@@ -85,7 +85,7 @@ class RowEncoder:
                 out[offset + position] = 1.0
         for name, offset in self._timestamps:
             seconds = _seconds(get(name))
-            if seconds is None or seconds != seconds:
+            if seconds is None:
                 continue  # a missing time carries no signal: all four stay zero
             hour_angle = (seconds % _SECONDS_PER_DAY) * _HOUR
             day_angle = ((math.floor(seconds / _SECONDS_PER_DAY) + _EPOCH_WEEKDAY) % 7) * _WEEK

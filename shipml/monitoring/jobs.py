@@ -9,20 +9,18 @@ Reports are saved to the blob store as HTML (drift) and JSON under
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from shipml.artifact import Artifact, unpack
+from shipml.artifact import Artifact, artifact_key, unpack
 from shipml.backends.ports import LIVE, BlobStore, MetricsSink, Registry
 from shipml.errors import ArtifactError, ShipmlError
 from shipml.monitoring.drift import DriftReport, compute_drift
 from shipml.monitoring.publish import drift_points, publish, quality_points
 from shipml.monitoring.quality import (
     GROUND_TRUTH_PREFIX,
-    LabelRecord,
     QualityReport,
     QualityRules,
     compute_quality,
@@ -77,7 +75,7 @@ class ParameterModelSource:
             raise MonitoringError(
                 f"nothing to monitor: no live version of {self.model!r} ({self.parameter}={version!r})"
             )
-        key = f"models/{self.model}/{version}/model.tar.gz"
+        key = artifact_key(self.model, version)
         try:
             data = self.blobs.get_bytes(key)
         except KeyError:
@@ -141,9 +139,6 @@ class QualityJobResult:
     metrics: int
 
 
-LabelReader = Callable[[str, str], tuple[list[LabelRecord | None], int]]
-
-
 def run_quality_job(
     *,
     models: ModelSource,
@@ -171,7 +166,7 @@ def run_quality_job(
         rules=rules or QualityRules(min_rows=contract.drift.min_samples),
         card_metrics=artifact.card.metrics,
         label_files=files,
-        labels_source=labels.uri(labels_prefix) if labels_prefix else labels.uri(""),
+        labels_source=labels.uri(labels_prefix),
     )
     json_key = report_key(contract.model, "quality", end, ref, "json")
     blobs.put_bytes(json_key, report.model_dump_json(indent=2).encode("utf-8"))

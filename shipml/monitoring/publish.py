@@ -64,7 +64,6 @@ HEALTH_CHECK_LATENCY = "HealthCheckLatency"
 SERVING_PREDICTIONS = "Predictions"
 SERVING_FALLBACKS = "Fallbacks"
 SERVING_VALIDATION_FAILURES = "ValidationFailures"
-SERVING_LATENCY = "Latency"
 
 
 @dataclass(frozen=True)

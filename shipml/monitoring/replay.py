@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shipml.artifact import Artifact
 from shipml.backends.ports import CaptureSink
+from shipml.capture import capture_record
 from shipml.contract import FeatureEncoder, Masker
 
 if TYPE_CHECKING:
@@ -35,10 +36,6 @@ class ReplayResult:
     model_version: str
     time: datetime
     labels: pa.Table | None  # request_id, the contract's id, the target (None without a target column)
-
-
-def _json_safe(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def replay(
@@ -74,18 +71,18 @@ def replay(
         for offset, (row, score) in enumerate(zip(chunk.select(fields).to_pylist(), scores, strict=True)):
             request_id = f"{request_prefix}-{first + offset:09d}"
             request_ids.append(request_id)
-            masked = masker.mask({k: _json_safe(v) for k, v in row.items()})
             records.append(
-                {
-                    "request_id": request_id,
-                    "time": stamp,
-                    "model_version": model_version,
-                    "latency_ms": 0.0,
-                    **masked,
-                    contract.outputs.score: float(score),
-                    contract.outputs.label: bool(score >= threshold),
-                    "fallbacks": "",
-                }
+                capture_record(
+                    masker,
+                    row,
+                    outputs=contract.outputs,
+                    request_id=request_id,
+                    time=stamp,
+                    model_version=model_version,
+                    latency_ms=0.0,
+                    score=float(score),
+                    label=bool(score >= threshold),
+                )
             )
         capture.write(records)
     capture.flush()

@@ -9,7 +9,6 @@ one the local registry stores models in) and accepts plain paths and file:// URI
 from __future__ import annotations
 
 import abc
-import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -134,12 +133,3 @@ class S3RunStorage(RunStorage):
         if not found:
             raise PipelineError(f"{uri}: no objects under this prefix")
         return dest
-
-
-def copy_tree(source: Path, dest: Path) -> None:
-    """Copy a file or folder to `dest` (used by the local processing-job stand-in)."""
-    if source.is_dir():
-        shutil.copytree(source, dest, dirs_exist_ok=True)
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, dest)

@@ -33,7 +33,8 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipml.backends.ports import CaptureSink, MetricsSink
-from shipml.contract import Contract, FieldType, Masker, build_request_model
+from shipml.capture import capture_record
+from shipml.contract import Contract, Masker, build_request_model
 from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError, ShipmlError
 from shipml.predict import Prediction, Predictor
 from shipml.serving import invocations
@@ -216,8 +217,6 @@ def create_app(ctx: ServingContext) -> FastAPI:
     RequestModel = build_request_model(contract)  # noqa: N806 - a class
     PredictResponse, BatchResponse = build_response_models(contract)  # noqa: N806
     max_rows = contract.serving.max_batch_rows
-    # Captured as ISO 8601 text, as the capture schema says.
-    timestamps = [f.name for f in contract.features if f.type == FieldType.timestamp]
 
     class BatchRequest(BaseModel):
         records: Annotated[
@@ -273,22 +272,19 @@ def create_app(ctx: ServingContext) -> FastAPI:
         fallbacks = 0
         for prediction, row in zip(predictions, rows, strict=True):
             fallbacks += len(prediction.fallbacks)
-            masked = ctx.masker.mask(row)
-            for name in timestamps:
-                value = masked.get(name)
-                if isinstance(value, datetime):
-                    masked[name] = value.isoformat()
             captured.append(
-                {
-                    "request_id": request_id,
-                    "time": now,
-                    "model_version": prediction.model_version,
-                    "latency_ms": latency_ms,
-                    **masked,
-                    contract.outputs.score: prediction.score,
-                    contract.outputs.label: prediction.label,
-                    "fallbacks": ",".join(prediction.fallbacks),
-                }
+                capture_record(
+                    ctx.masker,
+                    row,
+                    outputs=contract.outputs,
+                    request_id=request_id,
+                    time=now,
+                    model_version=prediction.model_version,
+                    latency_ms=latency_ms,
+                    score=prediction.score,
+                    label=prediction.label,
+                    fallbacks=prediction.fallbacks,
+                )
             )
         ctx.capture.write(captured)
         dims = {"model": contract.model}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from shipml.artifact import Artifact, unpack
+from shipml.artifact import Artifact, artifact_key, unpack
 from shipml.backends.ports import LIVE, BlobStore, OnlineStore, Registry
 from shipml.contract import Contract
 from shipml.errors import ArtifactError, UnknownModelVersion
@@ -26,11 +26,6 @@ from shipml.predict import Predictor
 log = logging.getLogger("shipml.serving")
 
 NO_MODEL = "0"  # the aws live parameter's value before the first deploy
-
-
-def artifact_key(model: str, version: int | str) -> str:
-    """Where a version's packed artifact lives in the blob store (local folder or S3 bucket)."""
-    return f"models/{model}/{version}/model.tar.gz"
 
 
 class ModelSource(Protocol):

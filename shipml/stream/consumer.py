@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shipml.backends.ports import CaptureSink, MetricsSink
+from shipml.capture import capture_record
 from shipml.contract import Contract, Masker, build_request_model
 from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError, ShipmlError
 from shipml.serving.models import ModelHolder
@@ -70,10 +71,6 @@ class BatchResult:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _json_safe(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def describe_violations(exc: ValidationError) -> str:
@@ -262,22 +259,22 @@ class StreamConsumer:
         if not written:
             return
         outputs = self.contract.outputs
-        rows = []
-        for decision, row in written:
-            masked = self.masker.mask({k: _json_safe(v) for k, v in row.items()})
-            rows.append(
-                {
-                    # The same columns as the API's capture, so monitors read both alike.
-                    "request_id": decision.record_id,
-                    "time": decision.decided_at,
-                    "model_version": decision.model_version,
-                    "latency_ms": latency_ms,
-                    **masked,
-                    outputs.score: decision.score,
-                    outputs.label: decision.label,
-                    "fallbacks": ",".join(decision.fallbacks),
-                }
+        # The same columns as the API's capture, so monitors read both alike.
+        rows = [
+            capture_record(
+                self.masker,
+                row,
+                outputs=outputs,
+                request_id=decision.record_id,
+                time=decision.decided_at,
+                model_version=decision.model_version,
+                latency_ms=latency_ms,
+                score=decision.score,
+                label=decision.label,
+                fallbacks=decision.fallbacks,
             )
+            for decision, row in written
+        ]
         self.capture.write(rows)
 
     def _report(self, records: Sequence[StreamRecord], result: BatchResult, latency_ms: float) -> None:

@@ -1,19 +1,11 @@
 """Firehose down: what happens to capture records, and to the answer, on Lambda.
 
-Today `FirehoseCaptureSink.flush` takes the whole buffer, sends it batch by batch and, when a batch
-still fails after the bounded retries, raises `CaptureLost` (or the botocore `ClientError` of a
-call that failed outright); the handler calls it in a `finally`. So while Firehose is down:
-
-- the exception replaces the handler's return value: Lambda reports a function error, API Gateway
-  answers 502 for a prediction that was made, the client retries (a second prediction, a second
-  capture record), and the `live` alias' Errors alarm rolls back a healthy model during a deploy;
-- the records of the failed batch, and of every batch after it, are gone: the buffer was emptied.
-
-The stream consumer already does the right thing (shipml/stream/consumer.py: a capture failure is
-logged and counted, never raised). The tests below pin the behaviour the inference path should
-have -- the answer stands, the records stay buffered and go out with the next flush that reaches
-Firehose -- as strict xfails until shipml/backends/aws/sinks.py and functions/inference/handler.py
-are fixed (the fix is in the reasons).
+`FirehoseCaptureSink.flush` sends every batch even when one fails, retries the failed records a
+bounded number of times and puts those still undelivered back at the front of its buffer (beyond
+`max_buffered` the oldest are logged, masked, as `capture_dead_letter`), then raises `CaptureLost`;
+the handler's `finally` catches it, logs it and counts `CaptureDeliveryFailed`. So while Firehose
+is down the answer stands (no Lambda error, no 502, no retried prediction, no false rollback), and
+the records go out with the next flush that reaches Firehose. The tests below pin that.
 """
 
 from __future__ import annotations
@@ -28,22 +20,9 @@ from moto import mock_aws
 from functions.inference import handler as module
 from shipml.artifact import pack
 from shipml.backends.aws.sinks import CaptureLost, FirehoseCaptureSink
-from tests.builders import LambdaContext, rest_v1_event
+from tests.builders import LambdaContext, create_online_table, rest_v1_event
 
 REGION = "eu-west-1"
-SINK_FIX = (
-    "FirehoseCaptureSink.flush drops what it could not deliver. Fix in shipml/backends/aws/sinks.py: "
-    "flush sends every batch even when one fails, catches ClientError/BotoCoreError per call like a "
-    "failed record, puts the records still undelivered after the retries back at the front of "
-    "self._buffer (bounded: beyond max_buffered=10_000 the oldest are logged as masked JSON lines "
-    "under 'capture_dead_letter' and counted), then raises CaptureLost(pending=n)"
-)
-HANDLER_FIX = (
-    "a capture failure in the handler's finally replaces the 200 with a Lambda error (502 at API "
-    "Gateway). Fix in functions/inference/handler.py: wrap `_runtime['ctx'].capture.flush()` in "
-    "`try/except ShipmlError` that logs the error and puts a CaptureDeliveryFailed metric (as "
-    "shipml/stream/consumer.py flush does), then flushes metrics; plus the sinks.py fix: " + SINK_FIX
-)
 
 
 def _firehose():
@@ -126,6 +105,28 @@ def test_records_firehose_refused_stay_buffered_and_go_out_with_the_next_flush(o
     assert _lines(sent[-1]) == [{"n": 1}, {"n": 2}]
 
 
+def test_beyond_max_buffered_the_oldest_records_are_logged_as_dead_letters(caplog):
+    client = _firehose()
+    sink = FirehoseCaptureSink(client, "capture", max_attempts=1, base_delay_s=0, max_buffered=1)
+    sent: list[dict] = []
+    client.meta.events.register(
+        "provide-client-params.firehose.PutRecordBatch", lambda params, **_: sent.append(params)
+    )
+    with Stubber(client) as stub, caplog.at_level("ERROR", logger="shipml.capture"):
+        stub.add_client_error(
+            "put_record_batch", service_error_code="ServiceUnavailableException", http_status_code=503
+        )
+        sink.write([{"n": 1}, {"n": 2}, {"n": 3}])
+        with pytest.raises(CaptureLost):
+            sink.flush()
+        stub.add_response("put_record_batch", {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "a"}]})
+        sink.flush()
+        stub.assert_no_pending_responses()
+    dead = [r.getMessage() for r in caplog.records if r.getMessage().startswith("capture_dead_letter")]
+    assert dead == ['capture_dead_letter {"n":1}', 'capture_dead_letter {"n":2}']
+    assert _lines(sent[-1]) == [{"n": 3}]  # the newest one was kept and delivered
+
+
 # ------------------------------------------------------------------------ the handler on Lambda
 
 
@@ -144,18 +145,7 @@ def lambda_on_moto(monkeypatch, make_artifact, contract_path):
         for bucket in ("artifacts", "lake"):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_object(Bucket="artifacts", Key="models/fraud/3/model.tar.gz", Body=pack(make_artifact()))
-        session.client("dynamodb").create_table(
-            TableName="online",
-            KeySchema=[
-                {"AttributeName": "entity", "KeyType": "HASH"},
-                {"AttributeName": "feature_group", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "entity", "AttributeType": "S"},
-                {"AttributeName": "feature_group", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_online_table(session.client("dynamodb"), "online")
         session.client("firehose").create_delivery_stream(
             DeliveryStreamName="capture",
             ExtendedS3DestinationConfiguration={
@@ -188,7 +178,9 @@ def _captured(session) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
-def test_firehose_down_on_lambda_the_answer_stands_and_no_record_is_lost(lambda_on_moto, request_body):
+def test_firehose_down_on_lambda_the_answer_stands_and_no_record_is_lost(
+    lambda_on_moto, request_body, capsys
+):
     capture = module._runtime["ctx"].capture
     capture.base_delay_s = 0
     with Stubber(capture.client) as firehose_down:
@@ -196,9 +188,12 @@ def test_firehose_down_on_lambda_the_answer_stands_and_no_record_is_lost(lambda_
             firehose_down.add_client_error(
                 "put_record_batch", service_error_code="ServiceUnavailableException", http_status_code=503
             )
+        capsys.readouterr()
         during = module.handler(
             rest_v1_event("POST", "/predict", request_body(transaction_id="T1")), LambdaContext()
         )
+    emitted = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
+    assert [d["CaptureDeliveryFailed"] for d in emitted if "CaptureDeliveryFailed" in d] == [[1.0]]
     after = module.handler(
         rest_v1_event("POST", "/predict", request_body(transaction_id="T2")), LambdaContext()
     )

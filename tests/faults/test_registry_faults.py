@@ -4,12 +4,10 @@ Documented behaviour (shipml/serving/models.py): a version that cannot be resolv
 leaves the holder without a model (503 with retry-after, the reason in /health) or with the one it
 had; the holder tries again at the next refresh and serves as soon as the registry answers.
 
-Today that holds for the registry's domain errors (`RegistryError`), but not for an unreachable
-registry: the local one raises `sqlite3.OperationalError` (a locked, missing or unreadable
-database), the SageMaker one botocore errors, and `ModelHolder.refresh` only catches
-`ShipmlError` around `resolve()`. At cold start `local_context` then raises and `shipml serve`
-dies with a traceback; while serving, the poll thread dies silently and the server never follows
-`live` again. The strict xfails pin the documented behaviour until models.py is fixed.
+That holds for an unreachable registry too (`sqlite3.OperationalError` locally, botocore errors
+on SageMaker/S3): `ModelHolder.refresh` keeps the current predictor, records the reason and logs
+it, so `local_context` starts without a model and the poll thread keeps following `live`. The
+tests below pin that.
 """
 
 from __future__ import annotations
@@ -21,14 +19,6 @@ from shipml.artifact import Artifact
 from shipml.backends.ports import ModelVersion, Registry
 from shipml.errors import RegistryError
 from tests.faults.conftest import World, captured_rows
-
-REFRESH_FIX = (
-    "ModelHolder.refresh (shipml/serving/models.py) catches only ShipmlError around "
-    "self.source.resolve() and (ShipmlError, OSError) around self.source.open(): an unreachable "
-    "registry (sqlite3.OperationalError locally, botocore errors on SageMaker/S3) escapes, so "
-    "local_context raises at cold start and the poll thread dies. Fix: `except Exception as exc:  "
-    "# noqa: BLE001` in both places (the bodies stay: keep the current predictor, set self._error, log)"
-)
 
 
 class UnreachableRegistry(Registry):

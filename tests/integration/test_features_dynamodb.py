@@ -14,9 +14,10 @@ import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from shipml.backends.aws.online import PARTITION_KEY, SORT_KEY, DynamoDbOnlineStore, item_key
+from shipml.backends.aws.online import DynamoDbOnlineStore, item_key
 from shipml.errors import FeatureSourceUnavailable, OnlineStoreWriteError
 from shipml.features.materialize import materialize
+from tests.builders import create_online_table
 
 REGION = "eu-west-1"
 TABLE = "online-features"
@@ -33,18 +34,7 @@ def aws(monkeypatch):
         monkeypatch.setenv(name, value)
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
-                {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
-                {"AttributeName": SORT_KEY, "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_online_table(client, TABLE)
         yield client
 
 

@@ -12,7 +12,7 @@ from moto import mock_aws
 from functions.inference import handler as module
 from shipml.artifact import pack
 from shipml.backends.aws.online import DynamoDbOnlineStore
-from tests.builders import LambdaContext, http_v2_event, rest_v1_event
+from tests.builders import LambdaContext, create_online_table, http_v2_event, rest_v1_event
 
 REGION = "eu-west-1"
 CANARY_CARD = "4000111122223333"
@@ -32,18 +32,7 @@ def aws(monkeypatch, tmp_path, make_artifact, contract_path):
         s3.create_bucket(Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_object(Bucket="artifacts", Key="models/fraud/3/model.tar.gz", Body=pack(make_artifact()))
         dynamodb = session.client("dynamodb")
-        dynamodb.create_table(
-            TableName="online",
-            KeySchema=[
-                {"AttributeName": "entity", "KeyType": "HASH"},
-                {"AttributeName": "feature_group", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "entity", "AttributeType": "S"},
-                {"AttributeName": "feature_group", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_online_table(dynamodb, "online")
         DynamoDbOnlineStore(dynamodb, "online").put_many(
             "fraud",
             {"C00000042": {"txn_count_24h": 7, "mean_amount_30d": 42.5, "days_since_first_seen": 900}},

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 import pyarrow.parquet as pq
 import pytest
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.testclient import TestClient
 
 from shipml.backends import LIVE, local_backends
@@ -286,13 +287,19 @@ def test_direct_routes_take_the_request_only():
     """A DirectRoute calls its endpoint with the Request alone, so any other parameter is refused
     when the app is built, rather than silently never filled."""
 
+    seen: list[Request] = []
+
     async def reads_the_request(request: Request):  # noqa: ANN202
-        return None
+        seen.append(request)
+        return Response(b"read")
 
     async def wants_a_query(request: Request, limit: int = 3):  # noqa: ANN202
         return None
 
-    assert DirectRoute("/ok", reads_the_request, methods=["GET"]).path == "/ok"
+    route = DirectRoute("/ok", reads_the_request, methods=["GET"])
+    request = Request({"type": "http", "method": "GET", "path": "/ok", "headers": []})
+    answer = asyncio.run(route.get_route_handler()(request))
+    assert seen == [request] and answer.body == b"read"  # the endpoint's own request and response
     with pytest.raises(TypeError, match="takes the Request only"):
         DirectRoute("/bad", wants_a_query, methods=["GET"])
 

@@ -9,9 +9,8 @@ import boto3
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from shipml.artifact import pack
+from shipml.artifact import artifact_key, pack
 from shipml.backends.aws.blob import S3BlobStore
-from shipml.serving.models import artifact_key
 from shipml.stream.aws import (
     DECISION_TABLE_KEY,
     DynamoDbDecisionSink,

@@ -76,11 +76,17 @@ def test_any_record_encodes_identically(contract, data):
     _assert_same(encoder, [row])
 
 
-def test_more_rows_than_the_fast_path_takes_use_the_vectorised_encoder(contract, request_body):
+def test_more_rows_than_the_fast_path_takes_use_the_vectorised_encoder(contract, request_body, monkeypatch):
     encoder = FeatureEncoder(contract)
     row = build_request_model(contract).model_validate(request_body()).model_dump()
-    rows = [row] * (RowEncoder.max_rows + 1)
-    np.testing.assert_array_equal(RowEncoder(encoder).encode(rows), encoder.encode_rows(rows))
+    fast = RowEncoder(encoder)
+    calls: list[int] = []
+    monkeypatch.setattr(fast, "_row", lambda r: calls.append(1) or RowEncoder._row(fast, r))
+    expected = encoder.encode_rows([row] * (RowEncoder.max_rows + 1))
+    np.testing.assert_array_equal(fast.encode([row] * (RowEncoder.max_rows + 1)), expected)
+    assert calls == []  # the vectorised path
+    fast.encode([row] * RowEncoder.max_rows)
+    assert len(calls) == RowEncoder.max_rows  # up to max_rows: the row path
 
 
 def test_a_missing_time_encodes_to_zeros(contract):
@@ -88,4 +94,8 @@ def test_a_missing_time_encodes_to_zeros(contract):
     (vector,) = RowEncoder(encoder).encode([{"event_time": None}])
     named = dict(zip(encoder.feature_names, vector.tolist(), strict=True))
     assert [named[f"event_time:{p}"] for p in ("hour_sin", "hour_cos", "dow_sin", "dow_cos")] == [0.0] * 4
-    assert RowEncoder(encoder).encode([{"event_time": datetime(2026, 1, 1, tzinfo=UTC)}]).any()
+    (vector,) = RowEncoder(encoder).encode([{"event_time": datetime(2026, 1, 1, tzinfo=UTC)}])
+    named = dict(zip(encoder.feature_names, vector.tolist(), strict=True))
+    # Midnight on a Thursday (day 3): hour angle 0, weekday angle 3 * 2pi/7.
+    assert named["event_time:hour_sin"] == 0.0 and named["event_time:hour_cos"] == 1.0
+    assert named["event_time:dow_sin"] != 0.0 and named["event_time:dow_cos"] != 0.0

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from shipml.artifact import ModelCard, load_artifact, write_artifact
+from shipml.artifact import load_artifact
 from shipml.backends.ports import CaptureSink, MetricsSink, OnlineStore
-from shipml.contract import FeatureEncoder, Masker, load_contract
+from shipml.contract import Masker, load_contract
 from shipml.errors import FeatureSourceUnavailable
 from shipml.serving.models import ModelHolder
 from shipml.stream.consumer import RecordNotSettled, StreamConsumer
@@ -21,7 +20,7 @@ from shipml.stream.lookups import PrefetchedOnlineStore
 from shipml.stream.ports import DeadLetter, DeadLetterSink, DecisionSink, OutputItem
 from shipml.stream.records import RejectReason, records_from_event
 from tests.builders import RawData, kinesis_event
-from tests.conftest import CONTRACT_PATH, logistic_onnx, valid_request
+from tests.conftest import CONTRACT_PATH, artifact_for, valid_request
 
 KNOWN = "C31415926"
 CANARY_CARD = "4000999988887777"
@@ -93,28 +92,6 @@ class FixedSource:
         return load_artifact(self.artifact_dir)
 
 
-def _artifact(contract_path: Path, dest: Path) -> Path:
-    contract = load_contract(contract_path)
-    encoder = FeatureEncoder(contract)
-    card = ModelCard(
-        model_name=contract.model,
-        created_at=datetime.now(UTC),
-        data_fingerprint="sha256:test",
-        code_version="test",
-        parameters={},
-        metrics={},
-        baseline={},
-        input_name=encoder.input_name,
-        feature_names=encoder.feature_names,
-        threshold=contract.outputs.threshold,
-        framework="onnx.helper",
-        onnx_opset=17,
-    )
-    return write_artifact(
-        dest, onnx_bytes=logistic_onnx(encoder.width), contract_path=contract_path, card=card
-    )
-
-
 @pytest.fixture(scope="module")
 def strict_contract_path(tmp_path_factory) -> Path:
     """The example contract, except that txn_count_24h must come from the online store (no default)."""
@@ -132,8 +109,8 @@ def strict_contract_path(tmp_path_factory) -> Path:
 def artifacts(tmp_path_factory, strict_contract_path) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("artifacts")
     return {
-        "example": _artifact(CONTRACT_PATH, folder / "example"),
-        "strict": _artifact(strict_contract_path, folder / "strict"),
+        "example": artifact_for(CONTRACT_PATH, folder / "example"),
+        "strict": artifact_for(strict_contract_path, folder / "strict"),
     }
 
 

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from shipml import artifact as artifacts
 from shipml.artifact import Artifact
 from shipml.backends.ports import LIVE, ApprovalStatus, BlobStore, ModelVersion, Registry
-from shipml.errors import ArtifactError, RegistryError, UnknownModelVersion
+from shipml.errors import RegistryError, UnknownModelVersion
 
 GROUP_PREFIX = "shipml-"
 DIGEST_KEY = "shipml:digest"
@@ -66,9 +66,7 @@ class SageMakerRegistry(Registry):
         """The SSM parameter of an alias: `/shipml/{model}/{stage}/{alias}-model-version`."""
         return f"/shipml/{model_name}/{self.stage}/{alias}-model-version"
 
-    @staticmethod
-    def artifact_key(model_name: str, version: int) -> str:
-        return f"models/{model_name}/{version}/model.tar.gz"
+    artifact_key = staticmethod(artifacts.artifact_key)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -237,22 +235,5 @@ class SageMakerRegistry(Registry):
         return found.model_copy(update={"aliases": (alias,)})
 
     def open_artifact(self, version: ModelVersion) -> Artifact:
-        target = self.cache_dir / version.model_name / str(version.version)
-        if target.is_dir():
-            try:
-                opened = artifacts.load_artifact(target)
-                if opened.digest == version.digest:
-                    return opened
-            except ArtifactError:
-                pass  # a damaged cache entry is replaced from S3 below
         key = self.artifact_key(version.model_name, version.version)
-        try:
-            packed = self.blobs.get_bytes(key)
-        except KeyError:
-            raise ArtifactError(f"{version.ref}: the artifact {key} is missing from the bucket") from None
-        opened = artifacts.unpack(packed, target)
-        if opened.digest != version.digest:
-            raise ArtifactError(
-                f"{version.ref}: the stored artifact does not match the digest recorded at registration"
-            )
-        return opened
+        return self._open_cached(self.blobs, key, version, self.cache_dir)

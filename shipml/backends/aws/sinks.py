@@ -51,8 +51,8 @@ class FirehoseCaptureSink(CaptureSink):
         self._lock = threading.Lock()
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        # pydantic-core's serialiser: the same JSON as json.dumps(default=str) (datetimes in ISO
-        # 8601), a quarter of the time, on the request path.
+        # pydantic-core's serialiser: a quarter of json.dumps' time on the request path; values it
+        # cannot write become str(value), and datetimes ISO 8601 text (callers send ISO text).
         lines = [to_json(r if type(r) is dict else dict(r), fallback=str) + b"\n" for r in records]
         with self._lock:
             self._buffer.extend(lines)

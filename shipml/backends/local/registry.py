@@ -18,7 +18,7 @@ from pathlib import Path
 from shipml import artifact as artifacts
 from shipml.artifact import Artifact
 from shipml.backends.ports import LIVE, ApprovalStatus, BlobStore, ModelVersion, Registry
-from shipml.errors import ArtifactError, RegistryError, UnknownModelVersion
+from shipml.errors import RegistryError, UnknownModelVersion
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -121,7 +121,7 @@ class SqliteRegistry(Registry):
                 "SELECT COALESCE(MAX(version), 0) FROM versions WHERE model_name = ?", (model_name,)
             ).fetchone()
             version = latest + 1
-            key = f"models/{model_name}/{version}/model.tar.gz"
+            key = artifacts.artifact_key(model_name, version)
             # The blob is written inside the transaction: if it fails, no row points at nothing.
             self.blobs.put_bytes(key, packed)
             db.execute(
@@ -200,21 +200,4 @@ class SqliteRegistry(Registry):
     def open_artifact(self, version: ModelVersion) -> Artifact:
         with self._tx() as db:
             key = self._fetch(db, version.model_name, version.version)["artifact_key"]
-        target = self.cache_dir / version.model_name / str(version.version)
-        if target.is_dir():
-            try:
-                opened = artifacts.load_artifact(target)
-                if opened.digest == version.digest:
-                    return opened
-            except ArtifactError:
-                pass  # a damaged cache entry is replaced from the registry's copy below
-        try:
-            packed = self.blobs.get_bytes(key)
-        except KeyError:
-            raise ArtifactError(f"{version.ref}: the artifact {key} is missing from the blob store") from None
-        opened = artifacts.unpack(packed, target)
-        if opened.digest != version.digest:
-            raise ArtifactError(
-                f"{version.ref}: the stored artifact does not match the digest recorded at registration"
-            )
-        return opened
+        return self._open_cached(self.blobs, key, version, self.cache_dir)
