@@ -369,6 +369,7 @@ def predict(
 ) -> None:
     """Score records with a registered version (the `live` one by default); prints JSON Lines."""
     from pydantic import ValidationError
+    from pydantic_core import to_json
 
     from shipml.contract import build_request_model
     from shipml.predict import Predictor
@@ -389,7 +390,7 @@ def predict(
             raise ShipmlError(f"record {index} is invalid: {problems}") from None
     predictor = Predictor(artifact, model_version=found.ref, online=backends.online)
     for prediction in predictor.predict(valid):
-        print(prediction.model_dump_json())
+        print(to_json(prediction).decode())
 
 
 @batch_app.command("score")

@@ -6,11 +6,12 @@ request. Serving needs numpy and onnxruntime only.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from shipml.artifact import Artifact
 from shipml.backends.ports import OnlineStore
@@ -19,14 +20,15 @@ from shipml.contract.row_encode import RowEncoder
 from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError
 
 
-class Prediction(BaseModel):
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One scored record. Built from values the predictor computed, so nothing is validated again."""
 
     id: str | int | None
     score: float
     label: bool
     model_version: str
-    fallbacks: list[str] = []
+    fallbacks: list[str] = field(default_factory=list)
 
 
 class Predictor:
@@ -65,7 +67,18 @@ class Predictor:
             str(artifact.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
-        self._output = self._session.get_outputs()[0].name
+        output = self._session.get_outputs()[0]
+        self._output = output.name
+        # A single record (a real-time request) is scored through an IO binding over buffers made
+        # once per thread: no feed dict to check, no input or output tensor to create per call
+        # (measured in the Lambda handler: ~20 us of ~300 us per event). Other models (an output
+        # that is not one float32 score per row) take the plain path.
+        self._one_shape = (
+            (1,) + (1,) * (len(output.shape) - 1)
+            if output.type == "tensor(float)" and len(output.shape) in (1, 2)
+            else None
+        )
+        self._bindings = threading.local()
 
     @property
     def contract(self) -> Contract:
@@ -82,8 +95,29 @@ class Predictor:
         """Scores for an encoded float32 matrix, in one onnxruntime call."""
         if len(matrix) == 0:
             return np.zeros(0, dtype=np.float32)
+        if len(matrix) == 1 and self._one_shape is not None:
+            return self._score_one(matrix)
         (scores,) = self._session.run([self._output], {self._input: matrix})
         return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+    def _score_one(self, matrix: np.ndarray) -> np.ndarray:
+        """One row through this thread's IO binding: the row is copied into the bound input buffer,
+        and onnxruntime writes the score into the bound output buffer."""
+        slot = getattr(self._bindings, "slot", None)
+        if slot is None:
+            import onnxruntime as ort
+
+            row = np.zeros((1, matrix.shape[1]), dtype=np.float32)
+            score = np.zeros(self._one_shape, dtype=np.float32)
+            binding = self._session.io_binding()
+            # OrtValues over the numpy buffers (no copy): each call reads and writes them in place.
+            binding.bind_ortvalue_input(self._input, ort.OrtValue.ortvalue_from_numpy(row))
+            binding.bind_ortvalue_output(self._output, ort.OrtValue.ortvalue_from_numpy(score))
+            slot = self._bindings.slot = (binding, row, score)
+        binding, row, score = slot
+        row[...] = matrix
+        self._session.run_with_iobinding(binding)
+        return score.reshape(-1).copy()
 
     def enrich(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[list[str]]]:
         """Add online features to each record; return the records and, per record, the defaulted names.

@@ -30,7 +30,9 @@ class Masker:
 
     def __init__(self, contract: Contract, *, hash_key: bytes = b"shipml") -> None:
         self._policies = {f.name: f.pii_policy for f in contract.pii_features}
-        self._key = hash_key
+        # Keyed once: a copy of a keyed HMAC starts where the key left it, whereas `hmac.digest`
+        # sets up a new OpenSSL context for every value (measured: ~15 us of a ~280 us event).
+        self._keyed = hmac.new(hash_key, digestmod=hashlib.sha256)
         # Planned once: `mask` runs on every captured record.
         self._dropped = frozenset(n for n, p in self._policies.items() if p == PiiPolicy.drop)
         self._changed = [
@@ -40,8 +42,9 @@ class Masker:
         ]
 
     def hash_value(self, value: Any) -> str:
-        digest = hmac.digest(self._key, str(value).encode("utf-8"), hashlib.sha256).hex()
-        return f"h:{digest[:24]}"
+        keyed = self._keyed.copy()
+        keyed.update(str(value).encode("utf-8"))
+        return f"h:{keyed.hexdigest()[:24]}"
 
     def mask(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of `record` that is safe to log, capture or use as a metric dimension."""

@@ -249,6 +249,11 @@ def create_app(ctx: ServingContext) -> FastAPI:
         ctx.metrics.flush()
 
     app = FastAPI(
+        # Observability is Powertools' (JSON logs, EMF metrics, X-Ray traces). FastAPI's own
+        # OpenTelemetry instrumentation stays off: left on, it looks up the global OpenTelemetry
+        # providers on every request, and with an OpenTelemetry layer installed it would trace
+        # every request a second time.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         lifespan=lifespan,
         title=f"shipml: {contract.model}",
         description=contract.description,
@@ -408,7 +413,8 @@ def create_app(ctx: ServingContext) -> FastAPI:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
         state = request.scope["state"]  # set by Edge; read directly, not through a State wrapper
         request_id = state["request_id"]
-        (prediction,) = score([record.model_dump()], request_id, state["started"])
+        # dict(record): the validated field values (the model is flat: no nested models to dump).
+        (prediction,) = score([dict(record)], request_id, state["started"])
         # The items are built from validated values, so FastAPI's second pass over the response
         # model is skipped (the model still documents the response in /openapi.json), and
         # pydantic-core writes the JSON, as FastAPI itself does for a response model.
@@ -417,7 +423,7 @@ def create_app(ctx: ServingContext) -> FastAPI:
     @app.post("/predict/batch", response_model=BatchResponse, summary=f"Score up to {max_rows} records")
     async def predict_batch(request: Request, batch: BatchRequest) -> JSONResponse:
         request_id = request.state.request_id
-        predictions = score([r.model_dump() for r in batch.records], request_id, request.state.started)
+        predictions = score([dict(r) for r in batch.records], request_id, request.state.started)
         return JSONResponse(
             {
                 "request_id": request_id,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from shipml.contract import Masker, parse_contract
 from shipml.contract.masking import mask_value
@@ -27,6 +30,20 @@ def test_hash_is_keyed_and_stable(contract):
     a, b = Masker(contract, hash_key=b"one"), Masker(contract, hash_key=b"two")
     assert a.hash_value(CANARY_CUSTOMER) == a.hash_value(CANARY_CUSTOMER)
     assert a.hash_value(CANARY_CUSTOMER) != b.hash_value(CANARY_CUSTOMER)
+
+
+def test_hash_is_hmac_sha256_of_the_text(contract):
+    # The keyed HMAC is reused (copied) across values: each value must still hash on its own,
+    # from any thread, to the first 24 hex digits of HMAC-SHA256(key, text).
+    masker = Masker(contract, hash_key=b"deployment-secret")
+    values = [CANARY_CUSTOMER, "C00000001", "", 12345, "é-ü"] * 40
+
+    def expected(value: object) -> str:
+        return "h:" + hmac.new(b"deployment-secret", str(value).encode(), hashlib.sha256).hexdigest()[:24]
+
+    assert [masker.hash_value(v) for v in values] == [expected(v) for v in values]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(masker.hash_value, values)) == [expected(v) for v in values]
 
 
 def test_drop_removes_the_field_and_keep_keeps_it(contract):
