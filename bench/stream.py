@@ -28,21 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from serving_handlers import InMemoryFirehose  # noqa: E402
+
 from tests.builders import LambdaContext, kinesis_event  # noqa: E402
 
 CONTRACT = ROOT / "examples" / "fraud" / "contract.yaml"
 CUSTOMERS = 2_000
-
-
-class InMemoryFirehose:
-    """Stands in for the Firehose client: counts the records, answers success."""
-
-    def __init__(self) -> None:
-        self.records = 0
-
-    def put_record_batch(self, DeliveryStreamName: str, Records: list) -> dict:  # noqa: N803 - boto3's names
-        self.records += len(Records)
-        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": str(i)} for i in range(len(Records))]}
 
 
 class InMemoryKinesis:
