@@ -309,3 +309,33 @@ def test_request_id_is_echoed_and_an_oversized_body_still_gets_one(client, reque
     assert answer.headers["x-request-id"] == "abc-123" and answer.json()["request_id"] == "abc-123"
     refused = client.post("/predict", content=b"{" + b" " * 30_000 + b"}", headers={"x-request-id": "big-1"})
     assert refused.status_code == 413 and refused.headers["x-request-id"] == "big-1"
+
+
+def test_fastapi_opentelemetry_hooks_stay_off(context, request_body, monkeypatch):
+    """Powertools is the observability: the app never consults OpenTelemetry's global providers
+    (left on, FastAPI's hooks look them up on every request and would trace twice under an
+    OpenTelemetry layer). A bare FastAPI app does consult them, which shows the check can fail."""
+    from fastapi import FastAPI
+    from opentelemetry import _logs, metrics, trace
+
+    looked_up: list[str] = []
+    for module, name in ((trace, "get_tracer_provider"), (metrics, "get_meter_provider")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda o=original, n=name: looked_up.append(n) or o())
+    original_logs = _logs.get_logger_provider
+    monkeypatch.setattr(_logs, "get_logger_provider", lambda: looked_up.append("logs") or original_logs())
+
+    with TestClient(create_app(context)) as ours:
+        assert ours.post("/predict", json=request_body()).status_code == 200
+        assert ours.get("/ping").status_code == 200
+    assert looked_up == []
+
+    bare = FastAPI()
+
+    @bare.get("/ping")
+    async def ping() -> dict:
+        return {}
+
+    with TestClient(bare) as client:
+        assert client.get("/ping").status_code == 200
+    assert looked_up
