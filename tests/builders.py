@@ -284,3 +284,16 @@ def create_online_table(dynamodb: Any, name: str) -> None:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+def create_capture_stream(firehose: Any, name: str, bucket: str) -> None:
+    """A Firehose delivery stream into `bucket` under `capture/` (the capture construct's prefix)
+    in a moto-backed Firehose client."""
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/f",
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "Prefix": "capture/",
+        },
+    )

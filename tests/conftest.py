@@ -6,8 +6,10 @@ and CLI tests need no torch; the real torch-trained artifact is covered by the t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +18,23 @@ from shipml.contract import Contract, FeatureEncoder, load_contract
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_PATH = ROOT / "examples" / "fraud" / "contract.yaml"
+AWS_REGION = "eu-west-1"
+
+
+@pytest.fixture
+def moto_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's AWS, with fake credentials and AWS_REGION in the environment: a boto3 session on it."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": AWS_REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.session.Session(region_name=AWS_REGION)
 
 
 @pytest.fixture(scope="session")

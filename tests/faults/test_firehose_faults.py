@@ -15,12 +15,11 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from functions.inference import handler as module
 from shipml.artifact import pack
 from shipml.backends.aws.sinks import CaptureLost, FirehoseCaptureSink
-from tests.builders import LambdaContext, create_online_table, rest_v1_event
+from tests.builders import LambdaContext, create_capture_stream, create_online_table, rest_v1_event
 
 REGION = "eu-west-1"
 
@@ -131,43 +130,29 @@ def test_beyond_max_buffered_the_oldest_records_are_logged_as_dead_letters(caplo
 
 
 @pytest.fixture
-def lambda_on_moto(monkeypatch, make_artifact, contract_path):
+def lambda_on_moto(moto_aws, monkeypatch, make_artifact, contract_path):
     """The inference handler on the aws backend (moto), cold-started, Firehose reachable."""
+    session = moto_aws
+    s3 = session.client("s3")
+    for bucket in ("artifacts", "lake"):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket="artifacts", Key="models/fraud/3/model.tar.gz", Body=pack(make_artifact()))
+    create_online_table(session.client("dynamodb"), "online")
+    create_capture_stream(session.client("firehose"), "capture", "lake")
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
+        "SHIPML_BACKEND": "aws",
+        "SHIPML_MODEL": "fraud",
+        "SHIPML_MODEL_VERSION": "3",
+        "SHIPML_CONTRACT": str(contract_path),
+        "SHIPML_ARTIFACT_BUCKET": "artifacts",
+        "SHIPML_ONLINE_TABLE": "online",
+        "SHIPML_CAPTURE_STREAM": "capture",
+        "SHIPML_HASH_KEY": "k" * 32,
     }.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        s3 = session.client("s3")
-        for bucket in ("artifacts", "lake"):
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        s3.put_object(Bucket="artifacts", Key="models/fraud/3/model.tar.gz", Body=pack(make_artifact()))
-        create_online_table(session.client("dynamodb"), "online")
-        session.client("firehose").create_delivery_stream(
-            DeliveryStreamName="capture",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/f",
-                "BucketARN": "arn:aws:s3:::lake",
-                "Prefix": "capture/",
-            },
-        )
-        for name, value in {
-            "SHIPML_BACKEND": "aws",
-            "SHIPML_MODEL": "fraud",
-            "SHIPML_MODEL_VERSION": "3",
-            "SHIPML_CONTRACT": str(contract_path),
-            "SHIPML_ARTIFACT_BUCKET": "artifacts",
-            "SHIPML_ONLINE_TABLE": "online",
-            "SHIPML_CAPTURE_STREAM": "capture",
-            "SHIPML_HASH_KEY": "k" * 32,
-        }.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setattr(module, "_runtime", {})
-        assert module.handler(rest_v1_event("GET", "/ping"), LambdaContext())["statusCode"] == 200
-        yield session
+    monkeypatch.setattr(module, "_runtime", {})
+    assert module.handler(rest_v1_event("GET", "/ping"), LambdaContext())["statusCode"] == 200
+    yield session
 
 
 def _captured(session) -> list[dict]:

@@ -7,24 +7,17 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from shipml.backends.aws.blob import S3BlobStore
 from shipml.backends.aws.sinks import CaptureLost, EmfMetricsSink, FirehoseCaptureSink, SnsNotifier
+from tests.builders import create_capture_stream
 
 REGION = "eu-west-1"
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.session.Session(region_name=REGION)
+def aws(moto_aws):
+    return moto_aws
 
 
 def test_s3_blob_store(aws):
@@ -46,14 +39,7 @@ def test_firehose_capture_delivers_every_record(aws):
     s3 = aws.client("s3")
     s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
     firehose = aws.client("firehose")
-    firehose.create_delivery_stream(
-        DeliveryStreamName="capture",
-        ExtendedS3DestinationConfiguration={
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "BucketARN": "arn:aws:s3:::lake",
-            "Prefix": "capture/",
-        },
-    )
+    create_capture_stream(firehose, "capture", "lake")
     sink = FirehoseCaptureSink(firehose, "capture")
     sink.write([{"request_id": f"r{i}", "score": i / 1000} for i in range(1_234)])
     sink.flush()

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from botocore.stub import ANY, Stubber
-from moto import mock_aws
 
 from shipml.backends.aws.online import DynamoDbOnlineStore, item_key
 from shipml.errors import FeatureSourceUnavailable, OnlineStoreWriteError
@@ -25,17 +24,10 @@ AS_OF = datetime(2026, 1, 25, tzinfo=UTC)
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name=REGION)
-        create_online_table(client, TABLE)
-        yield client
+def aws(moto_aws):
+    client = moto_aws.client("dynamodb")
+    create_online_table(client, TABLE)
+    return client
 
 
 def test_round_trip_of_many_items_converts_decimals_back(aws):

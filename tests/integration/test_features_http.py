@@ -13,10 +13,8 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import boto3
 import pytest
 import yaml
-from moto import mock_aws
 
 from shipml.contract import parse_contract
 from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError
@@ -232,17 +230,10 @@ def test_fallback_policy_applies_exactly_as_for_the_online_store(raw):
 
 
 @pytest.fixture
-def secrets(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("secretsmanager", region_name="eu-west-1")
-        client.create_secret(Name="shipml/risk-api", SecretString=json.dumps({"token": "first"}))
-        yield client
+def secrets(moto_aws):
+    client = moto_aws.client("secretsmanager")
+    client.create_secret(Name="shipml/risk-api", SecretString=json.dumps({"token": "first"}))
+    return client
 
 
 def test_credentials_come_from_secrets_manager_cached_and_refreshed_on_rotation(raw, secrets):

@@ -5,64 +5,52 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from functions.inference import handler as module
 from shipml.artifact import pack
 from shipml.backends.aws.online import DynamoDbOnlineStore
-from tests.builders import LambdaContext, create_online_table, http_v2_event, rest_v1_event
+from tests.builders import (
+    LambdaContext,
+    create_capture_stream,
+    create_online_table,
+    http_v2_event,
+    rest_v1_event,
+)
 
 REGION = "eu-west-1"
 CANARY_CARD = "4000111122223333"
 
 
 @pytest.fixture
-def aws(monkeypatch, tmp_path, make_artifact, contract_path):
+def aws(moto_aws, monkeypatch, tmp_path, make_artifact, contract_path):
+    session = moto_aws
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket="artifacts", Key="models/fraud/3/model.tar.gz", Body=pack(make_artifact()))
+    dynamodb = session.client("dynamodb")
+    create_online_table(dynamodb, "online")
+    DynamoDbOnlineStore(dynamodb, "online").put_many(
+        "fraud",
+        {"C00000042": {"txn_count_24h": 7, "mean_amount_30d": 42.5, "days_since_first_seen": 900}},
+    )
+    s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+    create_capture_stream(session.client("firehose"), "capture", "lake")
+    session.client("ssm").put_parameter(Name="/shipml/fraud/dev/live-model-version", Value="3", Type="String")
+    secret = session.client("secretsmanager").create_secret(Name="pii-key", SecretString="k" * 32)["ARN"]
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
+        "SHIPML_BACKEND": "aws",
+        "SHIPML_MODEL": "fraud",
+        "SHIPML_CONTRACT": str(contract_path),
+        "SHIPML_ARTIFACT_BUCKET": "artifacts",
+        "SHIPML_ONLINE_TABLE": "online",
+        "SHIPML_CAPTURE_STREAM": "capture",
+        "SHIPML_LIVE_PARAMETER": "/shipml/fraud/dev/live-model-version",
+        "SHIPML_HASH_KEY_SECRET": secret,
     }.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        s3 = session.client("s3")
-        s3.create_bucket(Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
-        s3.put_object(Bucket="artifacts", Key="models/fraud/3/model.tar.gz", Body=pack(make_artifact()))
-        dynamodb = session.client("dynamodb")
-        create_online_table(dynamodb, "online")
-        DynamoDbOnlineStore(dynamodb, "online").put_many(
-            "fraud",
-            {"C00000042": {"txn_count_24h": 7, "mean_amount_30d": 42.5, "days_since_first_seen": 900}},
-        )
-        s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
-        session.client("firehose").create_delivery_stream(
-            DeliveryStreamName="capture",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/f",
-                "BucketARN": "arn:aws:s3:::lake",
-                "Prefix": "capture/",
-            },
-        )
-        session.client("ssm").put_parameter(
-            Name="/shipml/fraud/dev/live-model-version", Value="3", Type="String"
-        )
-        secret = session.client("secretsmanager").create_secret(Name="pii-key", SecretString="k" * 32)["ARN"]
-        for name, value in {
-            "SHIPML_BACKEND": "aws",
-            "SHIPML_MODEL": "fraud",
-            "SHIPML_CONTRACT": str(contract_path),
-            "SHIPML_ARTIFACT_BUCKET": "artifacts",
-            "SHIPML_ONLINE_TABLE": "online",
-            "SHIPML_CAPTURE_STREAM": "capture",
-            "SHIPML_LIVE_PARAMETER": "/shipml/fraud/dev/live-model-version",
-            "SHIPML_HASH_KEY_SECRET": secret,
-        }.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setattr(module, "_runtime", {})
-        yield session
+    monkeypatch.setattr(module, "_runtime", {})
+    yield session
 
 
 def captured(session) -> list[dict]:

@@ -8,9 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from shipml import artifact as artifacts
 
@@ -28,11 +26,8 @@ class LambdaContext:
 
 
 @pytest.fixture
-def aws(monkeypatch, tmp_path):
+def aws(moto_aws, monkeypatch, tmp_path):
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
         "SHIPML_MODEL": "fraud",
         "SHIPML_ARTIFACT_BUCKET": BUCKET,
         "SHIPML_LIVE_PARAMETER": PARAMETER,
@@ -40,12 +35,10 @@ def aws(monkeypatch, tmp_path):
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr("shipml.monitoring.aws.CACHE_DIR", tmp_path / "cache")
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        session.client("s3").create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
-        yield session
+    moto_aws.client("s3").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    return moto_aws
 
 
 def _deploy(session, world, version: str = "1") -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from shipml.backends.aws.blob import S3BlobStore
 from shipml.backends.aws.registry import SageMakerRegistry
@@ -17,14 +15,10 @@ BUCKET = "shipml-artifacts"
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield {"s3": s3, "sagemaker": boto3.client("sagemaker"), "ssm": boto3.client("ssm")}
+def aws(moto_aws):
+    s3 = moto_aws.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return {"s3": s3, "sagemaker": moto_aws.client("sagemaker"), "ssm": moto_aws.client("ssm")}
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import json
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from moto import mock_aws
 
 from functions.stream import handler as module
 from shipml.backends import LIVE, local_backends
@@ -20,29 +18,21 @@ from shipml.stream.aws import DECISION_TABLE_KEY
 from tests.builders import LambdaContext, RawData, kafka_event, kinesis_event
 from tests.conftest import valid_request
 
-REGION = "eu-west-1"
 KNOWN = "C31415926"
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        session.client("kinesis").create_stream(StreamName="decisions", ShardCount=1)
-        session.client("dynamodb").create_table(
-            TableName="decisions",
-            KeySchema=[{"AttributeName": DECISION_TABLE_KEY, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": DECISION_TABLE_KEY, "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        session.client("sqs").create_queue(QueueName="dead-letters")
-        yield session
+def aws(moto_aws, monkeypatch):
+    session = moto_aws
+    session.client("kinesis").create_stream(StreamName="decisions", ShardCount=1)
+    session.client("dynamodb").create_table(
+        TableName="decisions",
+        KeySchema=[{"AttributeName": DECISION_TABLE_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": DECISION_TABLE_KEY, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    session.client("sqs").create_queue(QueueName="dead-letters")
+    yield session
 
 
 @pytest.fixture
