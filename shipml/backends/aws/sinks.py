@@ -121,6 +121,8 @@ class FirehoseCaptureSink(CaptureSink):
 
 def _json_floats(values: list[float]) -> str:
     """A JSON array of floats; `repr` is JSON's own spelling of a finite float."""
+    if len(values) == 1 and math.isfinite(values[0]):
+        return f"[{values[0]!r}]"
     if all(math.isfinite(v) for v in values):
         return "[" + ",".join(map(float.__repr__, values)) + "]"
     return json.dumps(values)  # NaN / Infinity: spelled as Powertools would (json.dumps)
@@ -191,6 +193,19 @@ class EmfMetricsSink(MetricsSink):
         self, dims: tuple[tuple[str, str], ...], group: dict[str, tuple[str, list[float]]]
     ) -> list[str]:
         """The EMF documents (JSON lines) for one dimension set's points."""
+        if len(group) <= self._MAX_METRICS:
+            # The common case (an invocation's few points): one document, when no metric holds
+            # more values than a document takes.
+            shape, texts = [], []
+            for name, (unit, values) in group.items():
+                if len(values) > self._MAX_VALUES:
+                    break
+                shape.append((name, unit))
+                texts.append(_json_floats(values))
+            else:
+                head, tail, keys = self._layout(dims, tuple(shape))
+                values_text = "".join([f",{key}:{text}" for key, text in zip(keys, texts, strict=True)])
+                return [f"{head}{int(time.time() * 1000)}{tail}{values_text}}}\n"]
         names = list(group)
         documents = []
         for first in range(0, len(names), self._MAX_METRICS):
