@@ -6,6 +6,7 @@ pays for the handler it builds, not for the benchmark around it.
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 from pathlib import Path
@@ -75,20 +76,85 @@ def online_items(root: Path) -> dict:
         return {entity: json.loads(item) for entity, item in db.execute("SELECT entity, item FROM features")}
 
 
-def our_handler(root: Path):
-    """The real handler, with its context built as on Lambda but with in-memory Firehose."""
+class InMemoryS3:
+    """Stands in for the S3 client: the artifact bucket's objects, from memory."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def get_object(self, Bucket: str, Key: str) -> dict:  # noqa: N803 - boto3's names
+        return {"Body": io.BytesIO(self.objects[Key])}
+
+
+class InMemoryDynamoDb:
+    """Stands in for the DynamoDB client of the online store: BatchGetItem answered from the items
+    (in DynamoDB's attribute format, as the table holds them), so the adapter's own work (the keys,
+    the attributes back to numbers) is counted and the network round trip is not."""
+
+    def __init__(self, table: str, items: dict[str, dict], group: str) -> None:
+        self.table = table
+        self.items = {
+            (entity, group): {
+                "entity": {"S": entity},
+                "feature_group": {"S": group},
+                **{
+                    name: {"BOOL": value}
+                    if isinstance(value, bool)
+                    else {"N": repr(value)}
+                    if isinstance(value, int | float)
+                    else {"S": str(value)}
+                    for name, value in values.items()
+                    if value is not None
+                },
+            }
+            for entity, values in items.items()
+        }
+
+    def batch_get_item(self, RequestItems: dict) -> dict:  # noqa: N803 - boto3's names
+        ((table, request),) = RequestItems.items()
+        keys = [(k["entity"]["S"], k["feature_group"]["S"]) for k in request["Keys"]]
+        return {"Responses": {table: [self.items[k] for k in keys if k in self.items]}, "UnprocessedKeys": {}}
+
+
+class InMemoryAws:
+    """Stands in for boto3's session on Lambda: S3 (the artifact), DynamoDB (online features) and
+    Firehose (capture), each an in-memory client."""
+
+    def __init__(self, artifact: bytes, online: dict[str, dict]) -> None:
+        from shipml.artifact import artifact_key
+
+        self.clients = {
+            "s3": InMemoryS3({artifact_key("fraud", 1): artifact}),
+            "dynamodb": InMemoryDynamoDb("online", online, "fraud"),
+            "firehose": InMemoryFirehose(),
+        }
+
+    def client(self, name: str, **_: object) -> object:
+        return self.clients[name]
+
+
+def our_handler(root: Path, artifact: Path, cache_dir: Path):
+    """The real handler, with its context built exactly as on Lambda (`aws_context`: the artifact
+    from S3 unpacked into `cache_dir`, DynamoDB online features, Firehose capture, EMF metrics), on
+    in-memory AWS clients. The artifact's bytes and the online items are read from disk here, as
+    the typical handler reads its pickle and its online items."""
     from mangum import Mangum
 
     from functions.inference import handler as module
-    from shipml.backends import local_backends
-    from shipml.backends.aws.sinks import EmfMetricsSink, FirehoseCaptureSink
     from shipml.serving.app import create_app
-    from shipml.serving.factory import local_context
+    from shipml.serving.factory import aws_context
     from shipml.settings import Settings
 
-    settings = Settings(root=root, contract=CONTRACT)
-    context = local_context(settings, local_backends(root))
-    context.capture = FirehoseCaptureSink(InMemoryFirehose(), "capture")
-    context.metrics = EmfMetricsSink("shipml", "fraud", default_dimensions={"model": "fraud"})
+    settings = Settings(
+        backend="aws",
+        contract=CONTRACT,
+        model="fraud",
+        model_version="1",
+        artifact_bucket="artifacts",
+        online_table="online",
+        capture_stream="capture",
+    )
+    session = InMemoryAws(artifact.read_bytes(), online_items(root))
+    context = aws_context(settings, session=session, cache_dir=cache_dir)
     module._runtime.update(app=Mangum(create_app(context), lifespan="off"), ctx=context)
     return module.handler
