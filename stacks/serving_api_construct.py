@@ -102,6 +102,8 @@ class ServingApiConstruct(Construct):
                     user=True,
                 ),
                 metrics_enabled=True,
+                # The stage starts the X-Ray trace that the function's active tracing continues.
+                tracing_enabled=settings.tracing,
                 # Request and response bodies hold unmasked features: never in execution logs.
                 data_trace_enabled=False,
             ),

@@ -133,6 +133,9 @@ class ServingConstruct(Construct):
             log_group=self.log_group,
             reserved_concurrent_executions=settings.lambda_reserved_concurrency or None,
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snapstart else None,
+            # Active tracing grants xray:PutTraceSegments and xray:PutTelemetryRecords on Resource "*":
+            # X-Ray has no resource-level permissions for them.
+            tracing=lambda_.Tracing.ACTIVE if settings.tracing else None,
             environment={
                 "SHIPML_BACKEND": "aws",
                 "SHIPML_MODEL": settings.model_name,
@@ -151,8 +154,16 @@ class ServingConstruct(Construct):
                 "SHIPML_MAX_BODY_BYTES": str(settings.max_body_bytes),
                 "POWERTOOLS_SERVICE_NAME": f"{constants.PROJECT}-{settings.model_name}",
                 "POWERTOOLS_METRICS_NAMESPACE": constants.PROJECT,
+                # Tracing off: the handler never imports the X-Ray SDK (functions/inference/handler.py).
+                **({} if settings.tracing else {"POWERTOOLS_TRACE_DISABLED": "true"}),
             },
         )
+        if settings.tracing:
+            nag.acknowledge(
+                self.role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray's PutTraceSegments and PutTelemetryRecords have no resource-level permissions.",
+            )
         if settings.snapstart:
             # The live alias always points at a published version (current_version), never $LATEST.
             cdk.Annotations.of(function).acknowledge_warning(

@@ -52,6 +52,12 @@ RESOURCE_WILDCARD_ALLOWED: dict[tuple[str, str], str] = {
         for action in ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
     },
     **{
+        ("ServingFunctionRoleDefaultPolicy", action): "Lambda active tracing of the serving function "
+        "(setting `tracing`): X-Ray has no resource-level permissions for PutTraceSegments/"
+        "PutTelemetryRecords."
+        for action in ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+    },
+    **{
         (f"{machine}StateMachineRoleDefaultPolicy", action): "State machine tracing and execution log: X-Ray "
         "and CloudWatch Logs' log-delivery actions have no resource-level permissions."
         for machine in ("Pipeline", "Batch")

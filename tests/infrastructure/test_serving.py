@@ -33,6 +33,11 @@ def api_key_variant(synth_app: Callable[..., SynthesizedApp]) -> SynthesizedApp:
 
 
 @pytest.fixture(scope="module")
+def untraced_variant(synth_app: Callable[..., SynthesizedApp]) -> SynthesizedApp:
+    return synth_app({**NO_BUNDLING, "tracing": False})
+
+
+@pytest.fixture(scope="module")
 def snapstart_x86_variant(synth_app: Callable[..., SynthesizedApp]) -> SynthesizedApp:
     return synth_app({**NO_BUNDLING, "snapstart": True, "lambda_architecture": "x86_64"})
 
@@ -273,6 +278,33 @@ def test_snapstart_applies_to_published_versions(snapstart_x86_variant: Synthesi
     properties = _function(snapstart_x86_variant)["Properties"]
 
     assert properties["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+
+
+def test_tracing_is_active_end_to_end_by_default_and_off_by_setting(
+    dev: SynthesizedApp, untraced_variant: SynthesizedApp
+) -> None:
+    # The Powertools Tracer in the handler only records when Lambda traces the function; the API
+    # stage starts the trace. Off, the function is told so and never imports the X-Ray SDK.
+    traced = _function(dev)["Properties"]
+    assert traced["TracingConfig"] == {"Mode": "Active"}
+    assert "POWERTOOLS_TRACE_DISABLED" not in traced["Environment"]["Variables"]
+    assert _only(dev, "AWS::ApiGateway::Stage")["Properties"]["TracingEnabled"] is True
+    role_policies = json.dumps(
+        [
+            p["Properties"]["PolicyDocument"]
+            for p in _resources(dev, "AWS::IAM::Policy").values()
+            if {"Ref": _logical_id(dev, dev.stack.serving.role)} in p["Properties"]["Roles"]
+        ]
+    )
+    assert "xray:PutTraceSegments" in role_policies
+
+    untraced = _function(untraced_variant)["Properties"]
+    assert "TracingConfig" not in untraced
+    assert untraced["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "true"
+    assert _only(untraced_variant, "AWS::ApiGateway::Stage")["Properties"].get("TracingEnabled") in (
+        None,
+        False,
+    )
 
 
 # --- the API -------------------------------------------------------------------------------------
