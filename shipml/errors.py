@@ -29,6 +29,10 @@ class OnlineFeatureError(ShipmlError):
     """Online features could not be fetched and the contract says to refuse rather than default."""
 
 
+class ModelOutputError(ShipmlError):
+    """The model answered something that is not a score (NaN or infinite): no decision is made from it."""
+
+
 class FeatureSourceUnavailable(ShipmlError):
     """An online store or external feature source timed out, throttled, failed or answered garbage.
 

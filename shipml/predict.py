@@ -17,7 +17,7 @@ from shipml.artifact import Artifact
 from shipml.backends.ports import OnlineStore
 from shipml.contract import Contract, FeatureEncoder
 from shipml.contract.row_encode import RowEncoder
-from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError
+from shipml.errors import FeatureSourceUnavailable, ModelOutputError, OnlineFeatureError
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +71,18 @@ class Predictor:
         self._output = output.name
         # A single record (a real-time request) is scored through an IO binding over buffers made
         # once per thread: no feed dict to check, no input or output tensor to create per call
-        # (measured in the Lambda handler: ~20 us of ~300 us per event). Other models (an output
-        # that is not one float32 score per row) take the plain path.
+        # (measured in the Lambda handler: ~20 us of ~300 us per event). Only a model answering
+        # one float32 score per row ((N,) or (N, 1)) and a (1, width) float32 row take it; anything
+        # else goes through `run`, which checks and refuses what does not fit.
+        scores_per_row = output.shape[1] if len(output.shape) == 2 else 1
         self._one_shape = (
-            (1,) + (1,) * (len(output.shape) - 1)
-            if output.type == "tensor(float)" and len(output.shape) in (1, 2)
+            (1,) * len(output.shape)
+            if output.type == "tensor(float)"
+            and len(output.shape) in (1, 2)
+            and (scores_per_row == 1 or not isinstance(scores_per_row, int))
             else None
         )
+        self._one_row = (1, self.encoder.width)
         self._bindings = threading.local()
 
     @property
@@ -95,7 +100,7 @@ class Predictor:
         """Scores for an encoded float32 matrix, in one onnxruntime call."""
         if len(matrix) == 0:
             return np.zeros(0, dtype=np.float32)
-        if len(matrix) == 1 and self._one_shape is not None:
+        if matrix.shape == self._one_row and matrix.dtype == np.float32 and self._one_shape is not None:
             return self._score_one(matrix)
         (scores,) = self._session.run([self._output], {self._input: matrix})
         return np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -107,7 +112,7 @@ class Predictor:
         if slot is None:
             import onnxruntime as ort
 
-            row = np.zeros((1, matrix.shape[1]), dtype=np.float32)
+            row = np.zeros(self._one_row, dtype=np.float32)
             score = np.zeros(self._one_shape, dtype=np.float32)
             binding = self._session.io_binding()
             # OrtValues over the numpy buffers (no copy): each call reads and writes them in place.
@@ -175,6 +180,14 @@ class Predictor:
         """Predictions, and the records as scored (request fields plus online features) for capture."""
         rows, fallbacks = self.enrich(records)
         scores = self.score_matrix(self._row_encoder.encode(rows))
+        if not np.isfinite(scores).all():
+            # A NaN score would read as "not fraud" (NaN >= threshold is false): refuse to decide,
+            # so that callers see a failure (a 500 at the API, which the rollout alarms count).
+            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+            raise ModelOutputError(
+                f"{self.model_version} produced no valid score (got {scores[bad]}) for record {bad} "
+                f"of {len(scores)}"
+            )
         threshold = self.contract.outputs.threshold
         id_field = self.contract.id
         predictions = [

@@ -65,10 +65,11 @@ def sample_table(sample_data: Path):
     return pq.read_table(sample_data)
 
 
-def logistic_onnx(width: int, *, seed: int = 0, input_name: str = "features") -> bytes:
-    """A real ONNX graph: score = sigmoid(x @ w + b), shape (N,), output named 'score'; seeded weights."""
+def logistic_onnx(width: int, *, seed: int = 0, input_name: str = "features", bias: float = -2.0) -> bytes:
+    """A real ONNX graph: score = sigmoid(x @ w + b), shape (N,), output named 'score'; seeded weights
+    (a NaN `bias` makes a model whose every score is NaN)."""
     weights = np.random.default_rng(seed).normal(0, 0.3, width)
-    return weighted_logistic_onnx(weights, -2.0, input_name=input_name)
+    return weighted_logistic_onnx(weights, bias, input_name=input_name)
 
 
 @pytest.fixture
@@ -267,7 +268,9 @@ def monitoring_world(tmp_path_factory: pytest.TempPathFactory) -> MonitoringWorl
 # --- reliability suites (tests/fuzz, tests/faults): an artifact outside the function-scoped fixture ---
 
 
-def artifact_for(contract_path: Path, folder: Path, *, seed: int = 0, auc: float = 0.9) -> Path:
+def artifact_for(
+    contract_path: Path, folder: Path, *, seed: int = 0, auc: float = 0.9, bias: float = -2.0
+) -> Path:
     """A valid tiny-logistic artifact for the contract at `contract_path` (any scope, any contract)."""
     from shipml.artifact import ModelCard, write_artifact
 
@@ -288,5 +291,8 @@ def artifact_for(contract_path: Path, folder: Path, *, seed: int = 0, auc: float
         onnx_opset=17,
     )
     return write_artifact(
-        folder, onnx_bytes=logistic_onnx(encoder.width, seed=seed), contract_path=contract_path, card=card
+        folder,
+        onnx_bytes=logistic_onnx(encoder.width, seed=seed, bias=bias),
+        contract_path=contract_path,
+        card=card,
     )

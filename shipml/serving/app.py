@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shipml.backends.ports import CaptureSink, MetricsSink
 from shipml.capture import capture_record
 from shipml.contract import Contract, Masker, build_request_model
-from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError, ShipmlError
+from shipml.errors import FeatureSourceUnavailable, ModelOutputError, OnlineFeatureError, ShipmlError
 from shipml.predict import Prediction, Predictor
 from shipml.serving import invocations
 from shipml.serving.models import ModelHolder
@@ -233,6 +233,10 @@ def create_app(ctx: ServingContext) -> FastAPI:
             "model": ErrorResponse,
             "description": "A field breaks a contract rule; each names the field and rule.",
         },
+        500: {
+            "model": ErrorResponse,
+            "description": "The model produced no valid score (NaN or infinite): no decision is made.",
+        },
         503: {
             "model": ErrorResponse,
             "description": "No model loaded, or an online feature with no default.",
@@ -342,6 +346,21 @@ def create_app(ctx: ServingContext) -> FastAPI:
                 "errors": [],
             },
             headers={"retry-after": "5"},
+        )
+
+    @app.exception_handler(ModelOutputError)
+    async def no_valid_score(request: Request, exc: ModelOutputError) -> JSONResponse:
+        # A server-side failure (the 5xx rate and the rollout's error alarm count it), with the
+        # model version and the record's position only: never the inputs.
+        log.error("no valid score (request %s): %s", getattr(request.state, "request_id", "?"), exc)
+        return JSONResponse(
+            status_code=500,
+            content={
+                "error": "model_output",
+                "message": str(exc),
+                "request_id": getattr(request.state, "request_id", None),
+                "errors": [],
+            },
         )
 
     @app.exception_handler(StarletteHTTPException)

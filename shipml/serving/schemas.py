@@ -45,7 +45,11 @@ class Violation(BaseModel):
 
 class ErrorBody(BaseModel):
     error: Annotated[
-        str, Field(description="validation_error, malformed_json, payload_too_large, unavailable.")
+        str,
+        Field(
+            description="validation_error, malformed_json, payload_too_large, unavailable, model_output "
+            "(the model produced no valid score), internal."
+        ),
     ]
     message: str
     request_id: str | None = None

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from shipml.backends.ports import CaptureSink, MetricsSink
 from shipml.capture import capture_record
 from shipml.contract import Contract, Masker, build_request_model
-from shipml.errors import FeatureSourceUnavailable, OnlineFeatureError, ShipmlError
+from shipml.errors import FeatureSourceUnavailable, ModelOutputError, OnlineFeatureError, ShipmlError
 from shipml.serving.models import ModelHolder
 from shipml.stream.lookups import PrefetchedOnlineStore
 from shipml.stream.ports import DeadLetter, DeadLetterSink, Decision, DecisionSink
@@ -124,7 +124,8 @@ class StreamConsumer:
                 return self._retry_all(records, unavailable)
             try:
                 predictions, rows = predictor.predict_enriched([values for _, values in valid])
-            except (OnlineFeatureError, FeatureSourceUnavailable) as exc:
+            except (OnlineFeatureError, FeatureSourceUnavailable, ModelOutputError) as exc:
+                # Retried, not dead-lettered: the records are fine, the features or the model are not.
                 return self._retry_all(records, str(exc))
         finally:
             if self.lookups is not None:

@@ -339,3 +339,24 @@ def test_fastapi_opentelemetry_hooks_stay_off(context, request_body, monkeypatch
     with TestClient(bare) as client:
         assert client.get("/ping").status_code == 200
     assert looked_up
+
+
+def test_a_model_that_answers_nan_is_a_500_and_decides_nothing(settings, request_body, tmp_path):
+    """NaN >= threshold is false: a NaN score must never become a "not fraud" answer. The API
+    answers 500 (counted by the 5xx and rollout alarms), in the documented error shape."""
+    from tests.conftest import CONTRACT_PATH, artifact_for
+
+    backends = local_backends(settings.root)
+    backends.registry.register("fraud", artifact_for(CONTRACT_PATH, tmp_path / "nan", bias=float("nan")))
+    backends.registry.approve("fraud", 1)
+    backends.registry.set_alias("fraud", LIVE, 1)
+    context = local_context(settings, backends)
+    with TestClient(create_app(context)) as client:
+        answer = client.post("/predict", json=request_body())
+        batch = client.post("/predict/batch", json={"records": [request_body(), request_body()]})
+    for response in (answer, batch):
+        body = json.loads(response.text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+        assert response.status_code == 500 and body["error"] == "model_output"
+        assert "fraud:1 produced no valid score" in body["message"]
+    context.capture.flush()
+    assert not list(settings.root.rglob("*.parquet"))  # nothing captured: no decision was made

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -54,22 +56,27 @@ def test_threads_score_single_rows_side_by_side(predictor):
     np.testing.assert_array_equal(np.array(got, dtype=np.float32), expected)
 
 
+def reshaped(artifact, folder: Path, scores_per_row: int) -> Path:
+    """`artifact` with its scores reshaped to (N, scores_per_row) and declared so."""
+    model = onnx.load(artifact.model_path)
+    shape = next(i for i in model.graph.initializer if i.name == "shape")
+    shape.CopyFrom(onnx.numpy_helper.from_array(np.array([-1, scores_per_row], dtype=np.int64), "shape"))
+    del model.graph.output[:]
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["N", scores_per_row])
+    )
+    return write_artifact(
+        folder, onnx_bytes=model.SerializeToString(), contract_path=CONTRACT_PATH, card=artifact.card
+    )
+
+
 def test_a_model_with_a_column_of_scores_takes_the_binding_too(make_artifact, tmp_path):
     # Exported models often answer (N, 1): the bound output has that shape, and scores come back flat.
     flat_artifact = load_artifact(make_artifact(seed=2))
-    model = onnx.load(flat_artifact.model_path)
-    shape = next(i for i in model.graph.initializer if i.name == "shape")
-    shape.CopyFrom(onnx.numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), "shape"))
-    del model.graph.output[:]
-    model.graph.output.append(onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["N", 1]))
-    folder = write_artifact(
-        tmp_path / "column",
-        onnx_bytes=model.SerializeToString(),
-        contract_path=CONTRACT_PATH,
-        card=flat_artifact.card,
-    )
     flat = Predictor(flat_artifact, model_version="fraud:1")
-    column = Predictor(load_artifact(folder), model_version="fraud:1")
+    column = Predictor(
+        load_artifact(reshaped(flat_artifact, tmp_path / "column", 1)), model_version="fraud:1"
+    )
     matrix = rows(flat, 3)
     reference = flat.score_matrix(matrix)
     assert column._one_shape == (1, 1)
@@ -84,7 +91,8 @@ def test_prediction_serialises_as_before(predictor):
     with pytest.raises(dataclasses.FrozenInstanceError):
         prediction.score = 0.0  # type: ignore[misc]
     assert list(dataclasses.asdict(prediction)) == ["id", "score", "label", "model_version", "fallbacks"]
-    assert to_json(prediction).startswith(b'{"id":')
+    # The CLI's line: compact JSON in field order, as pydantic's model_dump_json wrote it.
+    assert to_json(prediction) == json.dumps(dataclasses.asdict(prediction), separators=(",", ":")).encode()
 
 
 def test_a_validated_request_as_a_dict_is_its_dump(contract):
@@ -93,3 +101,22 @@ def test_a_validated_request_as_a_dict_is_its_dump(contract):
     for overrides in ({}, {"card_number": None}, {"event_time": "2026-03-01T23:59:59-05:00"}):
         record = model.model_validate(valid_request(**overrides))
         assert dict(record) == record.model_dump()
+
+
+def test_rows_the_binding_does_not_fit_take_the_checked_path(predictor):
+    # A wrong width or a float64 row goes through `run`, which refuses it as before, and leaves
+    # this thread's binding intact for the next right-sized row.
+    import onnxruntime as ort
+
+    good = rows(predictor, 1)
+    expected = predictor.score_matrix(good)
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument):
+        predictor.score_matrix(np.zeros((1, predictor.encoder.width + 1), dtype=np.float32))
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument):
+        predictor.score_matrix(good.astype(np.float64))
+    np.testing.assert_array_equal(predictor.score_matrix(good), expected)
+
+
+def test_a_model_with_two_scores_per_row_is_not_bound(make_artifact, tmp_path):
+    folder = reshaped(load_artifact(make_artifact(seed=3)), tmp_path / "pairs", 2)
+    assert Predictor(load_artifact(folder), model_version="fraud:1")._one_shape is None

@@ -283,6 +283,19 @@ def test_a_store_outage_scores_with_flagged_defaults_when_the_features_default(a
     assert consumer.lookups.store.calls == 1  # the failure is not asked twice
 
 
+def test_a_model_that_answers_nan_retries_the_batch_and_decides_nothing(tmp_path):
+    # NaN >= threshold is false: a NaN score must not become a "not fraud" decision.
+    consumer = build(artifact_for(CONTRACT_PATH, tmp_path / "nan", bias=float("nan")), CONTRACT_PATH)
+    records = records_from_event(kinesis_event([good(0), good(1)]), "kinesis")
+
+    result = consumer.settle(records)
+
+    assert result.failed_ids == [r.id for r in records]
+    assert "produced no valid score" in result.unsettled[records[0].id]
+    assert consumer.output.items == [] and consumer.dead_letters.letters == []
+    assert consumer.capture.rows == []
+
+
 def test_no_model_retries_every_record_and_writes_nothing():
     consumer = build(None, CONTRACT_PATH)
     records = records_from_event(kinesis_event([good(0), RawData("@@")]), "kinesis")
