@@ -7,7 +7,9 @@ Measured in one run, on this machine, with the same API Gateway REST event:
   masking, capture through the Firehose adapter, EMF metrics). The AWS clients are in-memory
   fakes (S3, DynamoDB, Firehose), so the time our adapters take to prepare the calls and read the
   answers is counted and the network round trips, which any handler on AWS would wait for, are
-  not; the typical handler, likewise, keeps its online features in a dict;
+  not; the typical handler, likewise, keeps its online features in a dict. Traced as deployed
+  (X-Ray active tracing is on by default): Powertools' Tracer wraps the handler, the timed events
+  unsampled as X-Ray's default sampling leaves most requests (see `serving_handlers.our_handler`);
 - floor: a bare `async` FastAPI route behind Mangum that returns a constant;
 - typical: a `def` FastAPI route behind Mangum that builds a pandas DataFrame from the body and
   calls a pickled scikit-learn pipeline (one-hot + scaling + logistic regression).
@@ -15,8 +17,9 @@ Cold start: a fresh Python process until the first response, for ours and the ty
 taking turns (the median of each counts), each built as in the timed runs. Ours reads the packed
 artifact and the online items from disk into its in-memory clients, then `aws_context` unpacks
 and verifies the artifact into an empty cache folder (as into a new Lambda environment's /tmp);
-the typical handler reads its pickle and its online items from the same files. As on Lambda, no
-Parquet writer and no pyarrow.
+the typical handler reads its pickle and its online items from the same files. Ours imports the
+X-Ray SDK and its first request is sampled, as a traced function's first request is. As on
+Lambda, no Parquet writer and no pyarrow.
 The bundle size comes from the real Lambda bundle (built for cp312, cached under .shipml/build).
 
 Prints a table, then one JSON line (lower is better everywhere):
@@ -144,7 +147,9 @@ def cold_start(kind: str, root: Path, model_path: Path, artifact: Path, cache_di
                 return 10_000
         if {kind!r} == "ours":
             from serving_handlers import our_handler
-            handler = our_handler(Path({str(root)!r}), Path({str(artifact)!r}), Path({str(cache_dir)!r}))
+            handler = our_handler(
+                Path({str(root)!r}), Path({str(artifact)!r}), Path({str(cache_dir)!r}), sampled=True
+            )
         else:
             from serving_handlers import typical_handler
             handler = typical_handler(Path({str(model_path)!r}), Path({str(root)!r}))

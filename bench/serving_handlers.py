@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -133,11 +134,25 @@ class InMemoryAws:
         return self.clients[name]
 
 
-def our_handler(root: Path, artifact: Path, cache_dir: Path):
+# A trace header as Lambda sets it for each invocation of an actively traced function.
+TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled={sampled}"
+
+
+def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = False):
     """The real handler, with its context built exactly as on Lambda (`aws_context`: the artifact
     from S3 unpacked into `cache_dir`, DynamoDB online features, Firehose capture, EMF metrics), on
     in-memory AWS clients. The artifact's bytes and the online items are read from disk here, as
-    the typical handler reads its pickle and its online items."""
+    the typical handler reads its pickle and its online items.
+
+    Traced as deployed (the setting `tracing` is on by default): the Lambda runtime names the
+    function, so the handler is wrapped by Powertools' Tracer and the X-Ray SDK is imported, and
+    each invocation carries a trace header. X-Ray's default sampling records the first request of
+    each second and 5% of the others, so timed events run unsampled and a cold start's first
+    request sampled (`sampled=True`); no X-Ray daemon listens here, and the SDK's UDP datagrams
+    cost the same whether or not one does."""
+    os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "shipml-inference"
+    os.environ["LAMBDA_TASK_ROOT"] = str(ROOT)  # the X-Ray SDK takes its Lambda mode from it
+    os.environ["_X_AMZN_TRACE_ID"] = TRACE_HEADER.format(sampled=int(sampled))
     from mangum import Mangum
 
     from functions.inference import handler as module

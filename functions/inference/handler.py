@@ -31,8 +31,11 @@ def _traced(function: Any) -> Any:
         return function
     from aws_lambda_powertools import Tracer
 
+    # Only botocore is patched (every AWS call of the handler goes through it): patching every
+    # library the SDK knows imports the ones that happen to be installed, at each cold start.
+    tracer = Tracer(service="shipml", patch_modules=("botocore",))
     # Responses are not traced: they carry ids.
-    return Tracer(service="shipml").capture_lambda_handler(capture_response=False)(function)
+    return tracer.capture_lambda_handler(capture_response=False)(function)
 
 
 def _build() -> tuple[Mangum, Any]:

@@ -78,6 +78,25 @@ def test_tracing_wraps_the_handler_on_lambda_only(monkeypatch):
     assert traced is not plain and traced.__wrapped__ is plain
 
 
+def test_the_tracer_patches_botocore_only(monkeypatch):
+    import aws_lambda_powertools
+
+    made = []
+
+    class Tracer:
+        def __init__(self, **options):
+            made.append(options)
+
+        def capture_lambda_handler(self, **options):
+            return lambda function: function
+
+    monkeypatch.setattr(aws_lambda_powertools, "Tracer", Tracer)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "shipml-inference")
+    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED", raising=False)
+    module._traced(lambda event, context: None)
+    assert made == [{"service": "shipml", "patch_modules": ("botocore",)}]
+
+
 def test_log_lines_carry_the_lambda_context_and_the_correlation_id(handler, monkeypatch):
     """The keys of Powertools' `inject_lambda_context`: context, cold start, API Gateway request id."""
     stream = io.StringIO()
