@@ -470,8 +470,16 @@ def test_function_role_holds_exactly_what_serving_needs(dev: SynthesizedApp) -> 
         "ssm:GetParameter",
         "secretsmanager:GetSecretValue",
         "secretsmanager:DescribeSecret",
+        # Active tracing (the `tracing` setting): X-Ray has no resource-level permissions for these.
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
     }
     assert all(statement["Effect"] == "Allow" for statement in statements)
+    xray = [statement for statement in statements if any(a.startswith("xray:") for a in _actions(statement))]
+    assert [set(_actions(statement)) for statement in xray] == [
+        {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    ]
+    statements = [statement for statement in statements if statement not in xray]
     assert _resources_of(by_action["s3:GetObject"]) == [{"Fn::Join": ["", [bucket_arn, "/models/*"]]}]
     assert _resources_of(by_action["kms:Decrypt"]) == [_key_arn(dev)]
     assert _resources_of(by_action["firehose:PutRecordBatch"]) == [
