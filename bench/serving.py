@@ -8,8 +8,8 @@ Measured in one run, on this machine, with the same API Gateway REST event:
   fakes (S3, DynamoDB, Firehose), so the time our adapters take to prepare the calls and read the
   answers is counted and the network round trips, which any handler on AWS would wait for, are
   not; the typical handler, likewise, keeps its online features in a dict. Traced as deployed
-  (X-Ray active tracing is on by default): Powertools' Tracer wraps the handler, the timed events
-  unsampled as X-Ray's default sampling leaves most requests (see `serving_handlers.our_handler`);
+  (X-Ray active tracing is on by default): the handler starts Powertools' Tracer, which patches
+  botocore, with Lambda's environment and trace header (see `serving_handlers.our_handler`);
 - floor: a bare `async` FastAPI route behind Mangum that returns a constant;
 - typical: a `def` FastAPI route behind Mangum that builds a pandas DataFrame from the body and
   calls a pickled scikit-learn pipeline (one-hot + scaling + logistic regression).

@@ -145,11 +145,11 @@ def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = 
     the typical handler reads its pickle and its online items.
 
     Traced as deployed (the setting `tracing` is on by default): the Lambda runtime names the
-    function, so the handler is wrapped by Powertools' Tracer and the X-Ray SDK is imported, and
-    each invocation carries a trace header. X-Ray's default sampling records the first request of
-    each second and 5% of the others, so timed events run unsampled and a cold start's first
-    request sampled (`sampled=True`); no X-Ray daemon listens here, and the SDK's UDP datagrams
-    cost the same whether or not one does."""
+    function and its task root, so the handler module starts Powertools' Tracer (the X-Ray SDK is
+    imported, botocore patched), and each invocation carries a trace header. X-Ray's default
+    sampling records the first request of each second and 5% of the others, so timed events run
+    unsampled and a cold start's first request sampled (`sampled=True`); the in-memory clients
+    are not botocore's, so no AWS-call subsegment is made here (their cost goes with the network's)."""
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "shipml-inference"
     os.environ["LAMBDA_TASK_ROOT"] = str(ROOT)  # the X-Ray SDK takes its Lambda mode from it
     os.environ["_X_AMZN_TRACE_ID"] = TRACE_HEADER.format(sampled=int(sampled))

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from functions.inference import handler as module
 from shipml.backends import LIVE, local_backends
 from tests.builders import LambdaContext, http_v2_event, rest_v1_event
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -64,37 +70,64 @@ def test_the_app_is_built_once_per_environment(handler, request_body):
     assert module._runtime["app"] is app
 
 
-def test_tracing_wraps_the_handler_on_lambda_only(monkeypatch):
-    def plain(event, context):
-        return {"statusCode": 200}
-
-    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
-    assert module._traced(plain) is plain  # tests, benchmarks, tools: no X-Ray SDK import
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "shipml-inference")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    assert module._traced(plain) is plain  # tracing switched off by configuration
-    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED")
-    traced = module._traced(plain)
-    assert traced is not plain and traced.__wrapped__ is plain
-
-
-def test_the_tracer_patches_botocore_only(monkeypatch):
+def test_tracing_starts_on_lambda_only_and_patches_botocore_only(monkeypatch):
     import aws_lambda_powertools
 
     made = []
-
-    class Tracer:
-        def __init__(self, **options):
-            made.append(options)
-
-        def capture_lambda_handler(self, **options):
-            return lambda function: function
-
-    monkeypatch.setattr(aws_lambda_powertools, "Tracer", Tracer)
+    monkeypatch.setattr(aws_lambda_powertools, "Tracer", lambda **options: made.append(options))
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    module._start_tracing()  # tests, benchmarks, tools: no X-Ray SDK import
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "shipml-inference")
-    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED", raising=False)
-    module._traced(lambda event, context: None)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    module._start_tracing()  # tracing switched off by configuration
+    assert made == []
+    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED")
+    module._start_tracing()
     assert made == [{"service": "shipml", "patch_modules": ("botocore",)}]
+    assert not hasattr(module.handler, "__wrapped__")  # Lambda records the invocation itself
+
+
+TRACED_CALL = """
+import json, sys
+from aws_xray_sdk.core import xray_recorder
+import functions.inference.handler  # starts tracing, as on Lambda
+sent = []
+class Emitter:
+    def send_entity(self, entity):
+        sent.append(json.loads(entity.serialize()))
+    def set_daemon_address(self, address):
+        pass
+xray_recorder.configure(emitter=Emitter())
+import botocore.session
+from botocore.stub import Stubber
+client = botocore.session.get_session().create_client("dynamodb", region_name="eu-west-1")
+with Stubber(client) as stub:
+    stub.add_response("batch_get_item", {"Responses": {}})
+    client.batch_get_item(RequestItems={"online": {"Keys": [{"entity": {"S": "C1"}}]}})
+print(json.dumps([(e["name"], e.get("trace_id"), e.get("parent_id")) for e in sent]))
+"""
+
+
+def test_on_lambda_each_aws_call_is_a_subsegment_of_the_invocation(tmp_path):
+    """In a fresh interpreter with Lambda's environment (botocore is patched process-wide, so not
+    in this one): a DynamoDB call made while a sampled invocation runs is sent as a subsegment of
+    Lambda's own segment for it."""
+    env = {
+        **os.environ,
+        "AWS_LAMBDA_FUNCTION_NAME": "shipml-inference",
+        "LAMBDA_TASK_ROOT": str(tmp_path),
+        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    env.pop("POWERTOOLS_TRACE_DISABLED", None)
+    result = subprocess.run(
+        [sys.executable, "-c", TRACED_CALL], env=env, capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [
+        ["dynamodb", "1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8"]
+    ]
 
 
 def test_log_lines_carry_the_lambda_context_and_the_correlation_id(handler, monkeypatch):
