@@ -152,3 +152,19 @@ def test_training_refuses_data_that_breaks_the_contract(env, tmp_path, sample_ta
     assert "the training data breaks the contract" in result.output
     assert "row 3: event_time: must be an ISO 8601 timestamp with a UTC offset" in result.output
     assert set(runs.glob("*/model")) == before
+
+
+def test_a_model_that_answers_nan_is_an_error_not_a_prediction(tmp_path):
+    from shipml.backends import LIVE, local_backends
+    from tests.conftest import CONTRACT_PATH, artifact_for
+
+    backends = local_backends(tmp_path / "root")
+    backends.registry.register("fraud", artifact_for(CONTRACT_PATH, tmp_path / "nan", bias=float("nan")))
+    backends.registry.approve("fraud", 1)
+    backends.registry.set_alias("fraud", LIVE, 1)
+    env = {"SHIPML_ROOT": str(tmp_path / "root"), "SHIPML_CONTRACT": str(CONTRACT_PATH)}
+
+    result = run(env, "predict", "--json", REQUESTS.read_text().splitlines()[0], code=1)
+
+    assert "fraud:1 produced no valid score" in result.output
+    assert not [line for line in result.stdout.splitlines() if line.startswith("{")]  # no prediction printed
