@@ -63,7 +63,7 @@ def dynamodb(items: int) -> tuple[float, float]:
     import boto3
     from moto import mock_aws
 
-    from shipml.backends.aws.online import DynamoDbOnlineStore, item_key
+    from shipml.backends.aws.online import DynamoDbOnlineStore, to_item
     from tests.builders import create_online_table
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -83,8 +83,7 @@ def dynamodb(items: int) -> tuple[float, float]:
         baseline_items = max(items // 5, 100)
         started = time.perf_counter()
         for key, value in list(values.items())[:baseline_items]:
-            item = {**item_key("fraud", key), **{n: {"N": repr(v)} for n, v in value.items()}}
-            client.put_item(TableName="single", Item=item)
+            client.put_item(TableName="single", Item=to_item("fraud", key, value))
         single_rate = baseline_items / (time.perf_counter() - started)
     return batch_rate, single_rate
 

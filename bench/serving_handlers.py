@@ -92,28 +92,15 @@ class InMemoryDynamoDb:
     (in DynamoDB's attribute format, as the table holds them), so the adapter's own work (the keys,
     the attributes back to numbers) is counted and the network round trip is not."""
 
-    def __init__(self, table: str, items: dict[str, dict], group: str) -> None:
-        self.table = table
-        self.items = {
-            (entity, group): {
-                "entity": {"S": entity},
-                "feature_group": {"S": group},
-                **{
-                    name: {"BOOL": value}
-                    if isinstance(value, bool)
-                    else {"N": repr(value)}
-                    if isinstance(value, int | float)
-                    else {"S": str(value)}
-                    for name, value in values.items()
-                    if value is not None
-                },
-            }
-            for entity, values in items.items()
-        }
+    def __init__(self, items: dict[str, dict], group: str) -> None:
+        from shipml.backends.aws.online import PARTITION_KEY, SORT_KEY, to_item
+
+        self.keys = (PARTITION_KEY, SORT_KEY)
+        self.items = {(entity, group): to_item(group, entity, values) for entity, values in items.items()}
 
     def batch_get_item(self, RequestItems: dict) -> dict:  # noqa: N803 - boto3's names
         ((table, request),) = RequestItems.items()
-        keys = [(k["entity"]["S"], k["feature_group"]["S"]) for k in request["Keys"]]
+        keys = [tuple(k[name]["S"] for name in self.keys) for k in request["Keys"]]
         return {"Responses": {table: [self.items[k] for k in keys if k in self.items]}, "UnprocessedKeys": {}}
 
 
@@ -126,7 +113,7 @@ class InMemoryAws:
 
         self.clients = {
             "s3": InMemoryS3({artifact_key("fraud", 1): artifact}),
-            "dynamodb": InMemoryDynamoDb("online", online, "fraud"),
+            "dynamodb": InMemoryDynamoDb(online, "fraud"),
             "firehose": InMemoryFirehose(),
         }
 

@@ -18,7 +18,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -211,6 +211,26 @@ class DirectRoute(APIRoute):
         return handler
 
 
+def _error(
+    request: Request,
+    status: int,
+    error: str,
+    message: str,
+    errors: list[dict[str, Any]] | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """An answer in the documented error shape (`ErrorBody`): the code, a message that never echoes
+    an input, the request id (when `Edge` gave one), and the violations."""
+    content = {
+        "error": error,
+        "message": message,
+        "request_id": getattr(request.state, "request_id", None),
+        "errors": errors or [],
+    }
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
 def create_app(ctx: ServingContext) -> FastAPI:
     """The app for one contract. Builds the generated models once; serves whatever `ctx.holder` holds."""
     contract = ctx.contract
@@ -323,45 +343,22 @@ def create_app(ctx: ServingContext) -> FastAPI:
         ctx.metrics.put("ValidationFailures", 1, unit="Count", dimensions={"model": contract.model})
         status = 400 if malformed else 422
         message = "the body is not valid JSON" if malformed else "the request breaks the contract"
-        return JSONResponse(
-            status_code=status,
-            content={
-                "error": "malformed_json" if malformed else "validation_error",
-                "message": message,
-                "request_id": request.state.request_id,
-                "errors": problems,
-            },
+        return _error(
+            request, status, "malformed_json" if malformed else "validation_error", message, problems
         )
 
     @app.exception_handler(ServiceUnavailable)
     @app.exception_handler(OnlineFeatureError)
     @app.exception_handler(FeatureSourceUnavailable)
     async def unavailable(request: Request, exc: ShipmlError) -> JSONResponse:
-        return JSONResponse(
-            status_code=503,
-            content={
-                "error": "unavailable",
-                "message": str(exc),
-                "request_id": request.state.request_id,
-                "errors": [],
-            },
-            headers={"retry-after": "5"},
-        )
+        return _error(request, 503, "unavailable", str(exc), headers={"retry-after": "5"})
 
     @app.exception_handler(ModelOutputError)
     async def no_valid_score(request: Request, exc: ModelOutputError) -> JSONResponse:
         # A server-side failure (the 5xx rate and the rollout's error alarm count it), with the
         # model version and the record's position only: never the inputs.
         log.error("no valid score (request %s): %s", getattr(request.state, "request_id", "?"), exc)
-        return JSONResponse(
-            status_code=500,
-            content={
-                "error": "model_output",
-                "message": str(exc),
-                "request_id": getattr(request.state, "request_id", None),
-                "errors": [],
-            },
-        )
+        return _error(request, 500, "model_output", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def refused_by_the_framework(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -371,14 +368,12 @@ def create_app(ctx: ServingContext) -> FastAPI:
         problems = (
             [{"field": "body", "rule": "json_invalid", "message": str(exc.detail)}] if malformed else []
         )
-        return JSONResponse(
-            status_code=exc.status_code,
-            content={
-                "error": "malformed_json" if malformed else "http_error",
-                "message": "the body is not valid JSON" if malformed else str(exc.detail),
-                "request_id": getattr(request.state, "request_id", None),
-                "errors": problems,
-            },
+        return _error(
+            request,
+            exc.status_code,
+            "malformed_json" if malformed else "http_error",
+            "the body is not valid JSON" if malformed else str(exc.detail),
+            problems,
             headers=exc.headers,
         )
 
@@ -391,15 +386,7 @@ def create_app(ctx: ServingContext) -> FastAPI:
             request.url.path,
             getattr(request.state, "request_id", "?"),
         )
-        return JSONResponse(
-            status_code=500,
-            content={
-                "error": "internal",
-                "message": "internal error",
-                "request_id": getattr(request.state, "request_id", None),
-                "errors": [],
-            },
-        )
+        return _error(request, 500, "internal", "internal error")
 
     def direct(method: str, path: str, **kwargs: Any) -> Callable[[Callable], Callable]:
         """Register a route whose endpoint reads the request itself (see DirectRoute)."""
@@ -494,20 +481,9 @@ def create_app(ctx: ServingContext) -> FastAPI:
         try:
             records = invocations.parse(raw, content_type, contract)
         except invocations.PayloadError as exc:
-            return JSONResponse(
-                status_code=exc.status,
-                content={"error": "bad_payload", "message": str(exc), "request_id": request_id, "errors": []},
-            )
+            return _error(request, exc.status, "bad_payload", str(exc))
         if not records:
-            return JSONResponse(
-                status_code=400,
-                content={
-                    "error": "bad_payload",
-                    "message": "no records in the body",
-                    "request_id": request_id,
-                    "errors": [],
-                },
-            )
+            return _error(request, 400, "bad_payload", "no records in the body")
         validated, problems = [], []
         for index, record in enumerate(records):
             try:
@@ -516,15 +492,7 @@ def create_app(ctx: ServingContext) -> FastAPI:
                 problems.extend({**p, "field": f"{index}.{p['field']}"} for p in _violations(exc.errors()))
         if problems:
             ctx.metrics.put("ValidationFailures", 1, unit="Count", dimensions={"model": contract.model})
-            return JSONResponse(
-                status_code=422,
-                content={
-                    "error": "validation_error",
-                    "message": "records break the contract",
-                    "request_id": request_id,
-                    "errors": problems,
-                },
-            )
+            return _error(request, 422, "validation_error", "records break the contract", problems)
         predictions = score(validated, request_id, request.state.started)
         items = [response_item(p, request_id) for p in predictions]
         accept = invocations.media_type(request.headers.get("accept")) or content_type

@@ -15,13 +15,8 @@ from tests.builders import create_capture_stream
 REGION = "eu-west-1"
 
 
-@pytest.fixture
-def aws(moto_aws):
-    return moto_aws
-
-
-def test_s3_blob_store(aws):
-    s3 = aws.client("s3")
+def test_s3_blob_store(moto_aws):
+    s3 = moto_aws.client("s3")
     s3.create_bucket(Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
     blobs = S3BlobStore(s3, "artifacts", prefix="shipml")
     blobs.put_bytes("models/fraud/1/model.tar.gz", b"packed")
@@ -35,10 +30,10 @@ def test_s3_blob_store(aws):
         blobs.put_bytes("../escape", b"x")
 
 
-def test_firehose_capture_delivers_every_record(aws):
-    s3 = aws.client("s3")
+def test_firehose_capture_delivers_every_record(moto_aws):
+    s3 = moto_aws.client("s3")
     s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
-    firehose = aws.client("firehose")
+    firehose = moto_aws.client("firehose")
     create_capture_stream(firehose, "capture", "lake")
     sink = FirehoseCaptureSink(firehose, "capture")
     sink.write([{"request_id": f"r{i}", "score": i / 1000} for i in range(1_234)])
@@ -157,8 +152,8 @@ def test_emf_refuses_an_unknown_unit():
         EmfMetricsSink("shipml", "fraud").put("Distance", 1, unit="Parsecs")
 
 
-def test_sns_notifier(aws):
-    sns, sqs = aws.client("sns"), aws.client("sqs")
+def test_sns_notifier(moto_aws):
+    sns, sqs = moto_aws.client("sns"), moto_aws.client("sqs")
     topic = sns.create_topic(Name="alerts")["TopicArn"]
     queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][

@@ -51,6 +51,20 @@ def item_key(group: str, entity: str) -> dict[str, dict[str, str]]:
     return {PARTITION_KEY: {"S": entity}, SORT_KEY: {"S": group}}
 
 
+def to_item(group: str, entity: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """An entity's item as the table holds it: its key, then one attribute per feature that has a
+    value (a missing or NaN value is left out)."""
+    clash = set(KEY_ATTRIBUTES) & set(values)
+    if clash:
+        raise ShipmlError(f"a feature may not be called {sorted(clash)}: the table's key attributes")
+    item: dict[str, Any] = item_key(group, entity)
+    for name, value in values.items():
+        attribute = _to_attribute(value)
+        if attribute is not None:
+            item[name] = attribute
+    return item
+
+
 def serving_client(latency_budget_ms: int, *, region: str | None = None, session: Any = None) -> Any:
     """A DynamoDB client whose timeouts fit one lookup into the latency budget (no SDK retries)."""
     import boto3
@@ -178,17 +192,7 @@ class DynamoDbOnlineStore(OnlineStore):
     def put_many(self, group: str, items: Mapping[str, Mapping[str, Any]]) -> int:
         """Write (replace) the items; return how many were written. Raises `OnlineStoreWriteError`
         naming the keys that could not be written after the retries."""
-        requests = []
-        for entity, values in items.items():
-            clash = set(KEY_ATTRIBUTES) & set(values)
-            if clash:
-                raise ShipmlError(f"a feature may not be called {sorted(clash)}: the table's key attributes")
-            item: dict[str, Any] = item_key(group, str(entity))
-            for name, value in values.items():
-                attribute = _to_attribute(value)
-                if attribute is not None:
-                    item[name] = attribute
-            requests.append({"PutRequest": {"Item": item}})
+        requests = [{"PutRequest": {"Item": to_item(group, str(e), values)}} for e, values in items.items()]
         # The same key twice in one BatchWriteItem is refused by DynamoDB; the last one wins here.
         by_key = {r["PutRequest"]["Item"][PARTITION_KEY]["S"]: r for r in requests}
         requests = list(by_key.values())

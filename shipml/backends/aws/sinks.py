@@ -193,19 +193,9 @@ class EmfMetricsSink(MetricsSink):
         self, dims: tuple[tuple[str, str], ...], group: dict[str, tuple[str, list[float]]]
     ) -> list[str]:
         """The EMF documents (JSON lines) for one dimension set's points."""
-        if len(group) <= self._MAX_METRICS:
-            # The common case (an invocation's few points): one document, when no metric holds
-            # more values than a document takes.
-            shape, texts = [], []
-            for name, (unit, values) in group.items():
-                if len(values) > self._MAX_VALUES:
-                    break
-                shape.append((name, unit))
-                texts.append(_json_floats(values))
-            else:
-                head, tail, keys = self._layout(dims, tuple(shape))
-                values_text = "".join([f",{key}:{text}" for key, text in zip(keys, texts, strict=True)])
-                return [f"{head}{int(time.time() * 1000)}{tail}{values_text}}}\n"]
+        if len(group) <= self._MAX_METRICS and all(len(v) <= self._MAX_VALUES for _, v in group.values()):
+            # The common case (an invocation's few points): one document.
+            return [self._document(dims, [(name, unit, values) for name, (unit, values) in group.items()])]
         names = list(group)
         documents = []
         for first in range(0, len(names), self._MAX_METRICS):
@@ -213,14 +203,19 @@ class EmfMetricsSink(MetricsSink):
             longest = max(len(group[n][1]) for n in chunk)
             for start in range(0, longest, self._MAX_VALUES):
                 # A later slice of values may not hold every metric: it lists only those it holds.
-                present = [n for n in chunk if len(group[n][1]) > start]
-                head, tail, keys = self._layout(dims, tuple((n, group[n][0]) for n in present))
-                values = "".join(
-                    f",{key}:{_json_floats(group[n][1][start : start + self._MAX_VALUES])}"
-                    for n, key in zip(present, keys, strict=True)
-                )
-                documents.append(f"{head}{int(time.time() * 1000)}{tail}{values}}}\n")
+                points = [
+                    (n, group[n][0], group[n][1][start : start + self._MAX_VALUES])
+                    for n in chunk
+                    if len(group[n][1]) > start
+                ]
+                documents.append(self._document(dims, points))
         return documents
+
+    def _document(self, dims: tuple[tuple[str, str], ...], points: list[tuple[str, str, list[float]]]) -> str:
+        """One EMF document (a JSON line) of (name, unit, values) points."""
+        head, tail, keys = self._layout(dims, tuple((name, unit) for name, unit, _ in points))
+        values = "".join([f",{key}:{_json_floats(v)}" for key, (_, _, v) in zip(keys, points, strict=True)])
+        return f"{head}{int(time.time() * 1000)}{tail}{values}}}\n"
 
     def _layout(
         self, dims: tuple[tuple[str, str], ...], shape: tuple[tuple[str, str], ...]
