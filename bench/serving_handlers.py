@@ -104,9 +104,19 @@ class InMemoryDynamoDb:
         return {"Responses": {table: [self.items[k] for k in keys if k in self.items]}, "UnprocessedKeys": {}}
 
 
+class InMemorySecretsManager:
+    """Stands in for the Secrets Manager client: the PII hash key, as the stack generates it."""
+
+    def get_secret_value(self, SecretId: str) -> dict:  # noqa: N803 - boto3's names
+        return {"ARN": SecretId, "SecretString": "k" * 32}
+
+
+HASH_KEY_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:shipml-fraud-dev-pii-hash-key"
+
+
 class InMemoryAws:
-    """Stands in for boto3's session on Lambda: S3 (the artifact), DynamoDB (online features) and
-    Firehose (capture), each an in-memory client."""
+    """Stands in for botocore's session on Lambda: S3 (the artifact), DynamoDB (online features),
+    Firehose (capture) and Secrets Manager (the PII hash key), each an in-memory client."""
 
     def __init__(self, artifact: bytes, online: dict[str, dict]) -> None:
         from shipml.artifact import artifact_key
@@ -115,9 +125,10 @@ class InMemoryAws:
             "s3": InMemoryS3({artifact_key("fraud", 1): artifact}),
             "dynamodb": InMemoryDynamoDb(online, "fraud"),
             "firehose": InMemoryFirehose(),
+            "secretsmanager": InMemorySecretsManager(),
         }
 
-    def client(self, name: str, **_: object) -> object:
+    def create_client(self, name: str, **_: object) -> object:
         return self.clients[name]
 
 
@@ -127,9 +138,10 @@ TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8
 
 def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = False):
     """The real handler, with its context built exactly as on Lambda (`aws_context`: the artifact
-    from S3 unpacked into `cache_dir`, DynamoDB online features, Firehose capture, EMF metrics), on
-    in-memory AWS clients. The artifact's bytes and the online items are read from disk here, as
-    the typical handler reads its pickle and its online items.
+    from S3 unpacked into `cache_dir`, the PII hash key from Secrets Manager, DynamoDB online
+    features, Firehose capture, EMF metrics), on in-memory AWS clients. The artifact's bytes and
+    the online items are read from disk here, as the typical handler reads its pickle and its
+    online items.
 
     Traced as deployed (the setting `tracing` is on by default): the Lambda runtime names the
     function and its task root, so the handler module starts Powertools' Tracer (the X-Ray SDK is
@@ -155,6 +167,7 @@ def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = 
         artifact_bucket="artifacts",
         online_table="online",
         capture_stream="capture",
+        hash_key_secret=HASH_KEY_SECRET,  # as the stack configures the function
     )
     session = InMemoryAws(artifact.read_bytes(), online_items(root))
     context = aws_context(settings, session=session, cache_dir=cache_dir)

@@ -250,20 +250,33 @@ def run_in_bundle(
     site-packages, no PYTHON* variables) with the bundle as its working directory, as Lambda's /var/task;
     the driver puts the bundle on sys.path and prints one JSON line last, which is answered.
     `env=None` passes this process's environment on."""
-    import subprocess
-
     python = python312()
     assert python is not None
+    command = [str(python), "-I", "-S", "-c", driver, str(bundle), *args]
+    failed = f"the driver failed under {python}"
+    return _last_json_line(command, cwd=bundle, env=env, timeout=timeout, failed=failed)
+
+
+def run_fresh_python(script: str, *args: str, env: dict[str, str] | None = None, timeout: int = 120) -> Any:
+    """Run `script` (Python source; argv = *args) in a fresh interpreter of this environment, from
+    the repository root, and answer the JSON of the last line it prints. `env=None` passes this
+    process's environment on."""
+    import sys
+
+    command = [sys.executable, "-c", script, *args]
+    root = Path(__file__).resolve().parent.parent
+    return _last_json_line(command, cwd=root, env=env, timeout=timeout, failed="the script failed")
+
+
+def _last_json_line(
+    command: list[str], *, cwd: Path, env: dict[str, str] | None, timeout: int, failed: str
+) -> Any:
+    import subprocess
+
     done = subprocess.run(
-        [str(python), "-I", "-S", "-c", driver, str(bundle), *args],
-        cwd=bundle,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-    assert done.returncode == 0, f"the driver failed under {python}:\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, f"{failed}:\n{done.stderr[-6000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -72,40 +72,44 @@ def local_context(settings: Settings, backends: Backends | None = None) -> Servi
 def aws_context(
     settings: Settings, *, session: Any = None, cache_dir: Path = Path("/tmp/shipml")
 ) -> ServingContext:  # noqa: S108 - Lambda's only writable folder
-    """The Lambda host: S3 artifact pinned by SHIPML_MODEL_VERSION, DynamoDB, Firehose, EMF."""
-    import boto3
+    """The Lambda host: S3 artifact pinned by SHIPML_MODEL_VERSION, DynamoDB, Firehose, EMF.
+
+    `session`: a botocore session (a new one when None; see `shipml.backends.aws.clients`)."""
     from botocore.config import Config
 
     from shipml.backends.aws.blob import S3BlobStore
+    from shipml.backends.aws.clients import make_client, new_session, read_secret
     from shipml.backends.aws.online import DynamoDbOnlineStore, serving_client
     from shipml.backends.aws.sinks import EmfMetricsSink, FirehoseCaptureSink
 
     missing = [n for n in ("artifact_bucket", "online_table", "capture_stream") if not getattr(settings, n)]
     if missing:
         raise ShipmlError(f"the aws backend needs {', '.join('SHIPML_' + n.upper() for n in missing)}")
-    session = session or boto3.session.Session()
+    session = session or new_session()
     contract = load_contract(settings.contract)
     quick = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
-    blobs = S3BlobStore(session.client("s3", config=quick), settings.artifact_bucket)
+    blobs = S3BlobStore(make_client(session, "s3", config=quick), settings.artifact_bucket)
     version = settings.model_version
     if version == "live":
         # Pinned deployments pass a number; "live" reads the pointer once, at cold start.
         if not settings.live_parameter:
             raise ShipmlError("SHIPML_MODEL_VERSION=live on aws needs SHIPML_LIVE_PARAMETER")
-        ssm = session.client("ssm", config=quick)
+        ssm = make_client(session, "ssm", config=quick)
         version = ssm.get_parameter(Name=settings.live_parameter)["Parameter"]["Value"]
     budget_ms = contract.serving.latency_budget_ms
     # Timeouts split the contract's latency budget, so a lookup never outlives it.
     online = DynamoDbOnlineStore(
         serving_client(budget_ms, session=session), settings.online_table, budget_ms=budget_ms
     )
+    secrets = (
+        make_client(session, "secretsmanager", config=quick)
+        if settings.hash_key_secret or contract.http_sources
+        else None
+    )
     hash_key = settings.hash_key
     if settings.hash_key_secret:
-        from aws_lambda_powertools.utilities import parameters
-
-        hash_key = parameters.get_secret(settings.hash_key_secret, max_age=3600)
+        hash_key = read_secret(secrets, settings.hash_key_secret)
     source = PinnedBlobModelSource(blobs, settings.model, version, cache_dir / "models")
-    secrets = session.client("secretsmanager", config=quick) if contract.http_sources else None
     holder = ModelHolder(
         source,
         contract,
@@ -117,11 +121,11 @@ def aws_context(
     return ServingContext(
         contract=contract,
         holder=holder,
-        capture=FirehoseCaptureSink(session.client("firehose", config=quick), settings.capture_stream),
+        capture=FirehoseCaptureSink(make_client(session, "firehose", config=quick), settings.capture_stream),
         metrics=EmfMetricsSink(
             namespace="shipml", service=settings.model, default_dimensions={"model": settings.model}
         ),
-        masker=Masker(contract, hash_key=str(hash_key).encode()),
+        masker=Masker(contract, hash_key=hash_key.encode()),
         max_body_bytes=settings.max_body_bytes,
         online_check=online_check(online, contract.model),
     )

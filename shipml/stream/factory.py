@@ -116,9 +116,9 @@ def _aws_parts(
     )
     hash_key = settings.hash_key
     if settings.hash_key_secret:
-        from aws_lambda_powertools.utilities import parameters
+        from shipml.backends.aws.clients import read_secret
 
-        hash_key = str(parameters.get_secret(settings.hash_key_secret, max_age=3600))
+        hash_key = read_secret(session.client("secretsmanager", config=quick), settings.hash_key_secret)
     return source, online, capture, metrics, hash_key
 
 

@@ -16,6 +16,7 @@ from tests.builders import (
     create_online_table,
     http_v2_event,
     rest_v1_event,
+    run_fresh_python,
 )
 
 REGION = "eu-west-1"
@@ -100,3 +101,49 @@ def test_a_missing_artifact_is_reported_not_crashed_on(aws, monkeypatch, request
     response = handler_call(rest_v1_event, request_body())
     assert response["statusCode"] == 503
     assert "fraud:9 refused" in json.loads(response["body"])["message"]
+
+
+COLD_START_IMPORTS = """
+import io, json, sys
+from pathlib import Path
+from shipml.serving.factory import aws_context
+from shipml.settings import Settings
+
+artifact, contract, cache = sys.argv[1:4]
+
+class Clients:
+    # botocore's create_client, answering from memory: the artifact, no items, accepted records, a key
+    def create_client(self, service, **options):
+        return self
+    def get_object(self, Bucket, Key):
+        return {"Body": io.BytesIO(Path(artifact).read_bytes())}
+    def batch_get_item(self, RequestItems):
+        return {"Responses": {}, "UnprocessedKeys": {}}
+    def put_record_batch(self, DeliveryStreamName, Records):
+        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "1"} for _ in Records]}
+    def get_secret_value(self, SecretId):
+        return {"SecretString": "k" * 32}
+
+settings = Settings(
+    backend="aws", contract=contract, model="fraud", model_version="3", artifact_bucket="artifacts",
+    online_table="online", capture_stream="capture", hash_key_secret="pii-key",
+)
+context = aws_context(settings, session=Clients(), cache_dir=Path(cache))
+print(json.dumps({
+    "model": context.holder.status().version,
+    "imported": sorted(
+        m for m in ("boto3", "s3transfer", "aws_lambda_powertools.utilities.parameters") if m in sys.modules
+    ),
+}))
+"""
+
+
+def test_the_cold_start_imports_neither_boto3_nor_powertools_parameters(
+    tmp_path, make_artifact, contract_path
+):
+    """botocore's clients are all the serving path needs (boto3 would add ~20 ms to every cold
+    start); the PII hash key is read with the same clients, not through Powertools' parameters."""
+    packed = tmp_path / "model.tar.gz"
+    packed.write_bytes(pack(make_artifact()))
+    answer = run_fresh_python(COLD_START_IMPORTS, str(packed), str(contract_path), str(tmp_path / "cache"))
+    assert answer == {"model": "fraud:3", "imported": []}

@@ -66,9 +66,12 @@ def to_item(group: str, entity: str, values: Mapping[str, Any]) -> dict[str, Any
 
 
 def serving_client(latency_budget_ms: int, *, region: str | None = None, session: Any = None) -> Any:
-    """A DynamoDB client whose timeouts fit one lookup into the latency budget (no SDK retries)."""
-    import boto3
+    """A DynamoDB client whose timeouts fit one lookup into the latency budget (no SDK retries).
+
+    `session`: a botocore session (see `shipml.backends.aws.clients`); a new one when None."""
     from botocore.config import Config
+
+    from shipml.backends.aws.clients import make_client
 
     half = max(latency_budget_ms / 2000.0, 0.005)
     config = Config(
@@ -77,7 +80,7 @@ def serving_client(latency_budget_ms: int, *, region: str | None = None, session
         retries={"total_max_attempts": 1, "mode": "standard"},
         tcp_keepalive=True,
     )
-    return (session or boto3.session.Session()).client("dynamodb", region_name=region, config=config)
+    return make_client(session, "dynamodb", region_name=region, config=config)
 
 
 def batch_client(*, region: str | None = None, session: Any = None) -> Any:

@@ -1,0 +1,55 @@
+"""AWS clients for the Lambda hot paths, made from botocore directly, and the secret they read.
+
+boto3 is a layer over botocore: its Session adds resources and, for S3, the managed-transfer
+methods (s3transfer, concurrent.futures, multiprocessing), none of which the serving path uses.
+Importing it cost about 20 ms of every cold start (`python -X importtime`). The clients made
+here are botocore's own, the very objects boto3 hands out: the same API and configuration,
+patched by the X-Ray SDK and mocked by moto alike.
+
+A session here is anything with botocore's `create_client(service_name, **kwargs)`: a
+`botocore.session.Session` (the default), or a stand-in in tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shipml.errors import ShipmlError
+
+
+def new_session() -> Any:
+    """A botocore session reading the usual environment (Lambda sets the region and credentials)."""
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+def make_client(session: Any, service: str, **kwargs: Any) -> Any:
+    """`service`'s client from `session` (a new botocore session when None)."""
+    return (session or new_session()).create_client(service, **kwargs)
+
+
+def read_secret(client: Any, secret_id: str) -> str:
+    """A Secrets Manager secret's current value, as text.
+
+    Read once per process (cold start). A failure names the secret and the reason, never the value.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        answer = client.get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        reason = ": ".join(part for part in (error.get("Code"), error.get("Message")) if part)
+        raise ShipmlError(f"cannot read the secret {secret_id}: {reason or exc}") from None
+    except BotoCoreError as exc:
+        raise ShipmlError(f"cannot read the secret {secret_id}: {exc}") from None
+    if "SecretString" in answer:
+        return str(answer["SecretString"])
+    binary = answer.get("SecretBinary")
+    if not isinstance(binary, bytes):
+        raise ShipmlError(f"the secret {secret_id} has no value")
+    try:
+        return binary.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShipmlError(f"the secret {secret_id} is binary and not UTF-8 text") from None
