@@ -139,9 +139,9 @@ TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8
 def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = False):
     """The real handler, with its context built exactly as on Lambda (`aws_context`: the artifact
     from S3 unpacked into `cache_dir`, the PII hash key from Secrets Manager, DynamoDB online
-    features, Firehose capture, EMF metrics), on in-memory AWS clients. The artifact's bytes and
-    the online items are read from disk here, as the typical handler reads its pickle and its
-    online items.
+    features, Firehose capture, EMF metrics), on in-memory AWS clients, through the handler
+    module's own cold start. The artifact's bytes and the online items are read from disk here,
+    as the typical handler reads its pickle and its online items.
 
     Traced as deployed (the setting `tracing` is on by default): the Lambda runtime names the
     function and its task root, so the handler module starts Powertools' Tracer (the X-Ray SDK is
@@ -152,24 +152,31 @@ def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = 
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "shipml-inference"
     os.environ["LAMBDA_TASK_ROOT"] = str(ROOT)  # the X-Ray SDK takes its Lambda mode from it
     os.environ["_X_AMZN_TRACE_ID"] = TRACE_HEADER.format(sampled=int(sampled))
-    from mangum import Mangum
-
     from functions.inference import handler as module
-    from shipml.serving.app import create_app
-    from shipml.serving.factory import aws_context
-    from shipml.settings import Settings
 
-    settings = Settings(
-        backend="aws",
-        contract=CONTRACT,
-        model="fraud",
-        model_version="1",
-        artifact_bucket="artifacts",
-        online_table="online",
-        capture_stream="capture",
-        hash_key_secret=HASH_KEY_SECRET,  # as the stack configures the function
-    )
-    session = InMemoryAws(artifact.read_bytes(), online_items(root))
-    context = aws_context(settings, session=session, cache_dir=cache_dir)
-    module._runtime.update(app=Mangum(create_app(context), lifespan="off"), ctx=context)
+    def build() -> tuple:
+        from mangum import Mangum
+
+        from shipml.serving.app import create_app
+        from shipml.serving.factory import aws_context
+        from shipml.settings import Settings
+
+        settings = Settings(
+            backend="aws",
+            contract=CONTRACT,
+            model="fraud",
+            model_version="1",
+            artifact_bucket="artifacts",
+            online_table="online",
+            capture_stream="capture",
+            hash_key_secret=HASH_KEY_SECRET,  # as the stack configures the function
+        )
+        session = InMemoryAws(artifact.read_bytes(), online_items(root))
+        context = aws_context(settings, session=session, cache_dir=cache_dir)
+        return Mangum(create_app(context), lifespan="off"), context
+
+    # The handler module's own cold start (as in Lambda's init phase: the collector paused for
+    # the imports and the build, then what they made frozen), with this build in place of the
+    # one from the environment's settings.
+    module._cold_start(build)
     return module.handler

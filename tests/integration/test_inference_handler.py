@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from functions.inference import handler as module
 from shipml.backends import LIVE, local_backends
-from tests.builders import LambdaContext, http_v2_event, rest_v1_event
+from tests.builders import LambdaContext, http_v2_event, rest_v1_event, run_fresh_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,11 +119,7 @@ def test_on_lambda_each_aws_call_is_a_subsegment_of_the_invocation(tmp_path):
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
     env.pop("POWERTOOLS_TRACE_DISABLED", None)
-    result = subprocess.run(
-        [sys.executable, "-c", TRACED_CALL], env=env, capture_output=True, text=True, check=False, cwd=ROOT
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [
+    assert run_fresh_python(TRACED_CALL, env=env) == [
         ["dynamodb", "1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8"]
     ]
 
@@ -154,3 +148,62 @@ def test_log_lines_carry_the_lambda_context_and_the_correlation_id(handler, monk
     assert lines[1]["function_arn"].endswith(":function:shipml-inference:live")
     handler({}, LambdaContext())  # no request context: no correlation id left over from before
     assert logged().get("correlation_id") is None
+
+
+COLLECTOR_DURING_INIT = """
+import gc, json, sys
+
+seen = {}
+
+class Spy:
+    # Records whether the collector runs when the handler module imports its dependencies.
+    def find_spec(self, name, path=None, target=None):
+        if name == "mangum":
+            seen["while_importing"] = gc.isenabled()
+        return None
+
+sys.meta_path.insert(0, Spy())
+from functions.inference import handler as module
+seen["after_import"] = gc.isenabled()
+seen["frozen_after_import"] = gc.get_freeze_count()
+
+class Context:
+    class metrics:
+        @staticmethod
+        def put(*args, **kwargs):
+            pass
+
+def build():
+    seen["while_building"] = gc.isenabled()
+    return object(), Context()
+
+def failing():
+    raise RuntimeError("no model")
+
+module._cold_start(build)
+seen["after_build"] = gc.isenabled()
+seen["frozen_after_build"] = gc.get_freeze_count()
+try:
+    module._cold_start(failing)
+except RuntimeError:
+    seen["after_a_failed_build"] = gc.isenabled()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("on_lambda", [True, False], ids=["lambda", "elsewhere"])
+def test_the_collector_is_paused_while_initialising_then_runs_again(on_lambda):
+    """In a fresh interpreter: the imports and the build run with the cyclic collector paused; it
+    runs again afterwards, even after a failed build; on Lambda what init made is frozen first."""
+    lambda_names = ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE")
+    env = {k: v for k, v in os.environ.items() if k not in lambda_names}
+    if on_lambda:
+        env |= {"AWS_LAMBDA_FUNCTION_NAME": "shipml-inference", "POWERTOOLS_TRACE_DISABLED": "true"}
+    seen = run_fresh_python(COLLECTOR_DURING_INIT, env=env)
+    assert (seen["while_importing"], seen["while_building"]) == (False, False)
+    assert (seen["after_import"], seen["after_build"], seen["after_a_failed_build"]) == (True, True, True)
+    if on_lambda:
+        assert seen["frozen_after_import"] > 10_000
+        assert seen["frozen_after_build"] >= seen["frozen_after_import"]
+    else:
+        assert (seen["frozen_after_import"], seen["frozen_after_build"]) == (0, 0)
