@@ -6,6 +6,7 @@ request. Serving needs numpy and onnxruntime only.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class Predictor:
     @contract.setter
     def contract(self, contract: Contract) -> None:
         self._contract = contract
+        # The threshold as a float32 score meets it: numpy compares float32 scores with a Python
+        # float in float32 (NEP 50), as the batch scorer's `scores >= threshold` does; compared
+        # as Python floats, a score equal to the float32 threshold rounded down would differ.
+        self._threshold = float(np.float32(contract.outputs.threshold))
         # Read once per contract: the contract computes its feature lists on each access.
         self._has_http = bool(contract.http_features)
         self._online = [(f.name, f.default, f.on_missing == "reject") for f in contract.online_features]
@@ -179,22 +184,25 @@ class Predictor:
     ) -> tuple[list[Prediction], list[dict[str, Any]]]:
         """Predictions, and the records as scored (request fields plus online features) for capture."""
         rows, fallbacks = self.enrich(records)
-        scores = self.score_matrix(self._row_encoder.encode(rows))
-        if not np.isfinite(scores).all():
-            # A NaN score would read as "not fraud" (NaN >= threshold is false): refuse to decide,
-            # so that callers see a failure (a 500 at the API, which the rollout alarms count).
-            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-            raise ModelOutputError(
-                f"{self.model_version} produced no valid score (got {scores[bad]}) for record {bad} "
-                f"of {len(scores)}"
-            )
-        threshold = self.contract.outputs.threshold
+        # Python floats (exactly the float32 scores): a request's few checks and comparisons cost
+        # less than numpy's on scalars.
+        scores = self.score_matrix(self._row_encoder.encode(rows)).tolist()
+        for position, score in enumerate(scores):
+            if not math.isfinite(score):
+                # A NaN score would read as "not fraud" (NaN >= threshold is false): refuse to
+                # decide, so that callers see a failure (a 500 at the API, which the rollout
+                # alarms count).
+                raise ModelOutputError(
+                    f"{self.model_version} produced no valid score (got {score}) for record "
+                    f"{position} of {len(scores)}"
+                )
+        threshold = self._threshold
         id_field = self.contract.id
         predictions = [
             Prediction(
                 id=row.get(id_field),
-                score=float(score),
-                label=bool(score >= threshold),
+                score=score,
+                label=score >= threshold,
                 model_version=self.model_version,
                 fallbacks=flagged,
             )

@@ -419,8 +419,10 @@ def create_app(ctx: ServingContext) -> FastAPI:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
         state = request.scope["state"]  # set by Edge; read directly, not through a State wrapper
         request_id = state["request_id"]
-        # dict(record): the validated field values (the model is flat: no nested models to dump).
-        (prediction,) = score([dict(record)], request_id, state["started"])
+        # The validated field values, as pydantic keeps them: the model is flat (no nested models to
+        # dump), and the Predictor copies each record before adding online features. `dict(record)`
+        # walks the same values through a generator at ~6 us, `model_dump()` at ~1.3 us.
+        (prediction,) = score([record.__dict__], request_id, state["started"])
         # The items are built from validated values, so FastAPI's second pass over the response
         # model is skipped (the model still documents the response in /openapi.json), and
         # pydantic-core writes the JSON, as FastAPI itself does for a response model.
@@ -429,7 +431,7 @@ def create_app(ctx: ServingContext) -> FastAPI:
     @app.post("/predict/batch", response_model=BatchResponse, summary=f"Score up to {max_rows} records")
     async def predict_batch(request: Request, batch: BatchRequest) -> JSONResponse:
         request_id = request.state.request_id
-        predictions = score([dict(r) for r in batch.records], request_id, request.state.started)
+        predictions = score([r.__dict__ for r in batch.records], request_id, request.state.started)
         return JSONResponse(
             {
                 "request_id": request_id,

@@ -95,12 +95,17 @@ def test_prediction_serialises_as_before(predictor):
     assert to_json(prediction) == json.dumps(dataclasses.asdict(prediction), separators=(",", ":")).encode()
 
 
-def test_a_validated_request_as_a_dict_is_its_dump(contract):
-    # /predict scores dict(record): the request model is flat, so that is exactly model_dump().
+def test_a_validated_request_as_a_dict_is_its_dump(contract, predictor):
+    # /predict scores record.__dict__: the request model is flat, so that is exactly model_dump(),
+    # and the Predictor adds online features to a copy, never to the record.
     model = build_request_model(contract)
     for overrides in ({}, {"card_number": None}, {"event_time": "2026-03-01T23:59:59-05:00"}):
         record = model.model_validate(valid_request(**overrides))
-        assert dict(record) == record.model_dump()
+        assert record.__dict__ == record.model_dump()
+    values = dict(record.__dict__)
+    rows, flagged = predictor.enrich([record.__dict__])  # no online store: the defaults are added
+    assert flagged[0] and set(flagged[0]) <= set(rows[0])
+    assert record.__dict__ == values and rows[0] is not record.__dict__
 
 
 def test_rows_the_binding_does_not_fit_take_the_checked_path(predictor):
@@ -120,3 +125,19 @@ def test_rows_the_binding_does_not_fit_take_the_checked_path(predictor):
 def test_a_model_with_two_scores_per_row_is_not_bound(make_artifact, tmp_path):
     folder = reshaped(load_artifact(make_artifact(seed=3)), tmp_path / "pairs", 2)
     assert Predictor(load_artifact(folder), model_version="fraud:1")._one_shape is None
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.3, 0.1])
+def test_a_score_at_the_threshold_is_decided_as_the_batch_scorer_decides(predictor, monkeypatch, threshold):
+    # Scores are float32: the batch scorer's `scores >= threshold` compares in float32 (NEP 50).
+    # 0.7's float32 is below 0.7, so a score equal to it is positive there and must be here too.
+    contract = predictor.contract
+    outputs = contract.outputs.model_copy(update={"threshold": threshold})
+    predictor.contract = contract.model_copy(update={"outputs": outputs})
+    at = np.float32(threshold)
+    below, above = np.nextafter(at, np.float32(0)), np.nextafter(at, np.float32(1))
+    scores = np.array([below, at, above], dtype=np.float32)
+    monkeypatch.setattr(predictor, "score_matrix", lambda matrix: scores[: len(matrix)])
+    labels = [p.label for p in predictor.predict([valid_request() for _ in scores])]
+    assert labels == (scores >= threshold).tolist() == [False, True, True]
+    assert all(type(p.score) is float and type(p.label) is bool for p in predictor.predict([valid_request()]))
