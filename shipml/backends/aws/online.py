@@ -110,10 +110,25 @@ def _to_attribute(value: Any) -> dict[str, Any] | None:
     raise ShipmlError(f"cannot store a {type(value).__name__} in the online store: {value!r}")
 
 
+def _number(text: str) -> int | float:
+    """A DynamoDB number: an `int` when it is whole, else a `float`.
+
+    The common forms are read directly (a lookup reads several per request, and `Decimal` took
+    ~1 us each); anything else (an exponent, a whole number written with a fraction of zeros)
+    goes through `Decimal`, which decides exactly."""
+    digits = text[1:] if text[:1] == "-" else text
+    if digits.isdigit():
+        return int(text)
+    whole, dot, fraction = digits.partition(".")
+    if dot and whole.isdigit() and fraction.isdigit() and fraction.strip("0"):
+        return float(text)  # a nonzero fraction: not whole; float() rounds as float(Decimal) does
+    number = Decimal(text)
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
 def _from_attribute(attribute: Mapping[str, Any]) -> Any:
     if "N" in attribute:
-        number = Decimal(attribute["N"])
-        return int(number) if number == number.to_integral_value() else float(number)
+        return _number(attribute["N"])
     if "S" in attribute:
         return attribute["S"]
     if "BOOL" in attribute:
