@@ -199,7 +199,7 @@ def bundle_megabytes(workdir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000, help="timed events per handler")
-    parser.add_argument("--cold-runs", type=int, default=5, help="fresh processes per handler")
+    parser.add_argument("--cold-runs", type=int, default=7, help="fresh processes per handler")
     parser.add_argument("--rows", type=int, default=20_000, help="training rows for both models")
     args = parser.parse_args()
 
