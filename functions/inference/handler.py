@@ -1,7 +1,7 @@
 """Lambda handler: API Gateway -> Mangum -> the shipml FastAPI app. Nothing else lives here.
 
-The app, its model and its clients are built once per execution environment, on the first
-invocation (cold start); capture and metrics are flushed at the end of every invocation, so no
+The app, its model and its clients are built once per execution environment, during Lambda's
+init phase (cold start); capture and metrics are flushed at the end of every invocation, so no
 record waits in memory when the environment is frozen or shut down.
 """
 
@@ -12,21 +12,28 @@ import gc
 # The cyclic garbage collector is paused while the environment initialises (these imports and the
 # build), then what they made is frozen out of its way (`_settle`). Imports and pydantic's model
 # building make ~75,000 objects and ~190 collections, about 50 ms of a cold start (a tenth of it)
-# spent scanning objects that live as long as the process.
+# spent scanning objects that live as long as the process. A process that imports this module
+# with its collector off (or whose import fails here) gets it back as it was.
+_collecting = gc.isenabled()
 gc.disable()
+try:
+    import json
+    import os
+    from collections.abc import Callable
+    from typing import Any
 
-import json  # noqa: E402 - after the collector is paused
-import os  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.logging import utils
+    from mangum import Mangum
 
-from aws_lambda_powertools import Logger  # noqa: E402
-from aws_lambda_powertools.logging import utils  # noqa: E402
-from mangum import Mangum  # noqa: E402
+    from shipml.errors import ShipmlError
 
-from shipml.errors import ShipmlError  # noqa: E402
+    logger = Logger(service="shipml")
+except BaseException:
+    if _collecting:
+        gc.enable()
+    raise
 
-logger = Logger(service="shipml")
 _runtime: dict[str, Any] = {}
 
 
@@ -51,7 +58,12 @@ def _start_tracing() -> None:
     Tracer(service="shipml", patch_modules=("botocore",))
 
 
-_start_tracing()
+try:
+    _start_tracing()
+except BaseException:
+    if _collecting:
+        gc.enable()
+    raise
 
 
 def _build() -> tuple[Mangum, Any]:
@@ -69,11 +81,14 @@ def _settle() -> None:
     """The end of initialisation: the collector runs again. On Lambda, the objects made so far (the
     modules, the app, the model, the clients: they live as long as the environment) are first
     frozen (`gc.freeze`), so no later collection scans them again: the first full collection
-    after a cold start would otherwise walk all of them during a request. Elsewhere (tests and
-    tools importing this module) nothing is frozen."""
+    after a cold start would otherwise walk all of them during a request. The cyclic garbage that
+    init left (a few hundred objects of imports and client set-up) is frozen with them and never
+    freed, an accepted, bounded cost: a `gc.collect()` first would take back most of the time the
+    pause saved. Elsewhere (tests and tools importing this module) nothing is frozen."""
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
         gc.freeze()
-    gc.enable()
+    if _collecting:
+        gc.enable()
 
 
 def _cold_start(build: Callable[[], tuple[Mangum, Any]] = _build) -> None:

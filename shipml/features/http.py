@@ -363,7 +363,8 @@ def build_http_sources(
 ) -> dict[str, HttpFeatureSource]:
     """One `HttpFeatureSource` per contract http source that some feature uses (build at cold start).
 
-    `secrets_client` is a boto3 Secrets Manager client, needed when a source names a secret.
+    `secrets_client` is a Secrets Manager client (botocore's, as boto3 makes it too), needed when a
+    source names a secret.
     """
     sources: dict[str, HttpFeatureSource] = {}
     for spec in contract.http_sources:

@@ -106,7 +106,7 @@ def aws_context(
         if settings.hash_key_secret or contract.http_sources
         else None
     )
-    hash_key = settings.hash_key
+    hash_key = settings.hash_key.encode()
     if settings.hash_key_secret:
         hash_key = read_secret(secrets, settings.hash_key_secret)
     source = PinnedBlobModelSource(blobs, settings.model, version, cache_dir / "models")
@@ -125,7 +125,7 @@ def aws_context(
         metrics=EmfMetricsSink(
             namespace="shipml", service=settings.model, default_dimensions={"model": settings.model}
         ),
-        masker=Masker(contract, hash_key=hash_key.encode()),
+        masker=Masker(contract, hash_key=hash_key),
         max_body_bytes=settings.max_body_bytes,
         online_check=online_check(online, contract.model),
     )

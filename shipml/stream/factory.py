@@ -50,7 +50,7 @@ def build_consumer(
             backends.online,
             backends.capture,
             backends.metrics,
-            settings.hash_key,
+            settings.hash_key.encode(),
         )
     lookups = PrefetchedOnlineStore(online) if contract.online_features else None
     holder = ModelHolder(source, contract, online=lookups, poll_seconds=settings.live_poll_seconds)
@@ -72,7 +72,7 @@ def build_consumer(
         dead_letters=dead_letters or _dead_letters(stream, settings, session),
         capture=capture,
         metrics=metrics,
-        masker=Masker(contract, hash_key=str(hash_key).encode()),
+        masker=Masker(contract, hash_key=hash_key),
         lookups=lookups,
     )
 
@@ -85,7 +85,7 @@ def _session() -> Any:
 
 def _aws_parts(
     settings: Settings, contract: Contract, session: Any, cache_dir: Path
-) -> tuple[ModelSource, OnlineStore, CaptureSink, MetricsSink, str]:
+) -> tuple[ModelSource, OnlineStore, CaptureSink, MetricsSink, bytes]:
     from botocore.config import Config
 
     from shipml.backends.aws.blob import S3BlobStore
@@ -114,7 +114,7 @@ def _aws_parts(
     metrics = EmfMetricsSink(
         namespace="shipml", service=settings.model, default_dimensions={"model": settings.model}
     )
-    hash_key = settings.hash_key
+    hash_key = settings.hash_key.encode()
     if settings.hash_key_secret:
         from shipml.backends.aws.clients import read_secret
 

@@ -10,6 +10,7 @@ import pytest
 from functions.inference import handler as module
 from shipml.artifact import pack
 from shipml.backends.aws.online import DynamoDbOnlineStore
+from shipml.contract import Masker, load_contract
 from tests.builders import (
     LambdaContext,
     create_capture_stream,
@@ -18,8 +19,10 @@ from tests.builders import (
     rest_v1_event,
     run_fresh_python,
 )
+from tests.conftest import CONTRACT_PATH
 
 REGION = "eu-west-1"
+CONTRACT = load_contract(CONTRACT_PATH)
 CANARY_CARD = "4000111122223333"
 
 
@@ -82,6 +85,8 @@ def test_predict_on_aws(aws, monkeypatch, request_body, version, event_builder):
     assert found["txn_count_24h"] == 7 and found["model_version"] == "fraud:3"
     assert found["card_number"] == "************3333"
     assert CANARY_CARD not in json.dumps(records)
+    # The customer is hashed with the key from Secrets Manager, not the settings' default key.
+    assert found["customer_id"] == Masker(CONTRACT, hash_key=b"k" * 32).hash_value("C00000042")
 
 
 def handler_call(event_builder, body):

@@ -207,3 +207,43 @@ def test_the_collector_is_paused_while_initialising_then_runs_again(on_lambda):
         assert seen["frozen_after_build"] >= seen["frozen_after_import"]
     else:
         assert (seen["frozen_after_import"], seen["frozen_after_build"]) == (0, 0)
+
+
+COLLECTOR_AS_FOUND = """
+import gc, json, sys
+gc.disable()  # an importer that runs with the collector off keeps it off
+from functions.inference import handler as module
+
+
+class Metrics:
+    def put(self, *args, **kwargs):
+        pass
+
+
+class Context:
+    metrics = Metrics()
+
+
+module._cold_start(lambda: (object(), Context()))
+kept_off = not gc.isenabled()
+gc.enable()
+sys.modules["mangum"] = None  # the handler's import of Mangum fails
+del sys.modules["functions.inference.handler"]
+try:
+    import functions.inference.handler
+except ImportError:
+    pass
+print(json.dumps({"kept_off": kept_off, "on_after_a_failed_import": gc.isenabled()}))
+"""
+
+
+def test_the_collector_is_left_as_the_importer_had_it():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE")
+    }
+    assert run_fresh_python(COLLECTOR_AS_FOUND, env=env) == {
+        "kept_off": True,
+        "on_after_a_failed_import": True,
+    }

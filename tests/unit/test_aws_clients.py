@@ -19,20 +19,30 @@ def test_make_client_gives_botocores_client_with_the_options(moto_aws):
     assert client.meta.config.read_timeout == 3
 
 
-def test_read_secret_reads_text_and_binary_secrets(moto_aws):
+def test_make_client_takes_a_boto3_session_too(moto_aws):
+    import boto3
+
+    client = make_client(boto3.session.Session(region_name=REGION), "secretsmanager")
+    assert client.meta.region_name == REGION and client.meta.service_model.service_name == "secretsmanager"
+
+
+def test_read_secret_reads_text_and_binary_secrets_as_bytes(moto_aws):
     client = make_client(None, "secretsmanager", region_name=REGION)
-    text = client.create_secret(Name="text-key", SecretString="k" * 32)["ARN"]
-    binary = client.create_secret(Name="binary-key", SecretBinary=b"b-key")["ARN"]
-    assert read_secret(client, text) == "k" * 32
-    assert read_secret(client, "text-key") == "k" * 32  # by name as well as by ARN
-    assert read_secret(client, binary) == "b-key"
+    text = client.create_secret(Name="text-key", SecretString="k" * 31 + "é")["ARN"]
+    binary = client.create_secret(Name="binary-key", SecretBinary=b"\xff\xfe-any-bytes")["ARN"]
+    assert read_secret(client, text) == ("k" * 31 + "é").encode()
+    assert read_secret(client, "text-key") == ("k" * 31 + "é").encode()  # by name as well as by ARN
+    assert read_secret(client, binary) == b"\xff\xfe-any-bytes"  # an HMAC key may be any bytes
 
 
-def test_a_missing_or_unreadable_secret_is_named_never_its_value(moto_aws):
+def test_a_missing_or_empty_secret_is_named_never_its_value(moto_aws):
     client = make_client(None, "secretsmanager", region_name=REGION)
     with pytest.raises(ShipmlError, match=r"cannot read the secret no-such-key: ResourceNotFoundException"):
         read_secret(client, "no-such-key")
-    raw = client.create_secret(Name="raw-key", SecretBinary=b"\xff\xfe-not-text")["ARN"]
-    with pytest.raises(ShipmlError, match="is binary and not UTF-8 text") as caught:
-        read_secret(client, raw)
-    assert "not-text" not in str(caught.value)
+
+    class Empty:
+        def get_secret_value(self, SecretId):  # noqa: N803 - botocore's names
+            return {"ARN": SecretId, "SecretString": ""}
+
+    with pytest.raises(ShipmlError, match="the secret empty-key has no value"):
+        read_secret(Empty(), "empty-key")

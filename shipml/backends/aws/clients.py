@@ -6,8 +6,8 @@ Importing it cost about 20 ms of every cold start (`python -X importtime`). The 
 here are botocore's own, the very objects boto3 hands out: the same API and configuration,
 patched by the X-Ray SDK and mocked by moto alike.
 
-A session here is anything with botocore's `create_client(service_name, **kwargs)`: a
-`botocore.session.Session` (the default), or a stand-in in tests and benchmarks.
+A session here is a `botocore.session.Session` (the default; its `create_client`), a boto3
+`Session` (its `client`, for callers that hold one), or a stand-in with either method.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ def new_session() -> Any:
 
 def make_client(session: Any, service: str, **kwargs: Any) -> Any:
     """`service`'s client from `session` (a new botocore session when None)."""
-    return (session or new_session()).create_client(service, **kwargs)
+    session = session or new_session()
+    create = getattr(session, "create_client", None)  # botocore's name; boto3's is `client`
+    return create(service, **kwargs) if create is not None else session.client(service, **kwargs)
 
 
-def read_secret(client: Any, secret_id: str) -> str:
-    """A Secrets Manager secret's current value, as text.
+def read_secret(client: Any, secret_id: str) -> bytes:
+    """A Secrets Manager secret's current value, as bytes: a text secret UTF-8 encoded, a binary
+    one as stored (an HMAC key may be any bytes). An empty value is refused.
 
     Read once per process (cold start). A failure names the secret and the reason, never the value.
     """
@@ -44,12 +47,8 @@ def read_secret(client: Any, secret_id: str) -> str:
         raise ShipmlError(f"cannot read the secret {secret_id}: {reason or exc}") from None
     except BotoCoreError as exc:
         raise ShipmlError(f"cannot read the secret {secret_id}: {exc}") from None
-    if "SecretString" in answer:
-        return str(answer["SecretString"])
-    binary = answer.get("SecretBinary")
-    if not isinstance(binary, bytes):
+    text = answer.get("SecretString")
+    value = text.encode("utf-8") if isinstance(text, str) else answer.get("SecretBinary")
+    if not isinstance(value, bytes) or not value:
         raise ShipmlError(f"the secret {secret_id} has no value")
-    try:
-        return binary.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ShipmlError(f"the secret {secret_id} is binary and not UTF-8 text") from None
+    return value

@@ -23,7 +23,7 @@ Writing (materialisation): BatchWriteItem in chunks of 25; UnprocessedItems and 
 are retried with exponential backoff and full jitter; keys still not written after the attempts
 are reported in `OnlineStoreWriteError` (each item is written whole or not at all).
 
-DynamoDB numbers come back as `Decimal`; they are returned as `int` when whole, else `float`.
+DynamoDB numbers come back as decimal text; they are returned as `int` when whole, else `float`.
 Floats are sent as the shortest decimal that reads back as the same float (`repr`).
 """
 
