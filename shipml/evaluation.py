@@ -47,7 +47,9 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     rows = len(labels)
     if rows == 0:
         return {"rows": 0}
-    predicted = scores >= threshold
+    # Labelled as every path labels a score: against the threshold's float32 (the model's scores
+    # are float32; see `Outputs.decision_threshold`).
+    predicted = scores >= float(np.float32(threshold))
     truth = labels > 0.5
     tp = int(np.sum(predicted & truth))
     fp = int(np.sum(predicted & ~truth))

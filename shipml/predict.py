@@ -93,10 +93,8 @@ class Predictor:
     @contract.setter
     def contract(self, contract: Contract) -> None:
         self._contract = contract
-        # The threshold as a float32 score meets it: numpy compares float32 scores with a Python
-        # float in float32 (NEP 50), as the batch scorer's `scores >= threshold` does; compared
-        # as Python floats, a score equal to the float32 threshold rounded down would differ.
-        self._threshold = float(np.float32(contract.outputs.threshold))
+        # The threshold as a float32 score meets it (see `Outputs.decision_threshold`).
+        self._threshold = contract.outputs.decision_threshold
         # Read once per contract: the contract computes its feature lists on each access.
         self._has_http = bool(contract.http_features)
         self._online = [(f.name, f.default, f.on_missing == "reject") for f in contract.online_features]

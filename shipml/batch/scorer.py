@@ -276,7 +276,7 @@ class BatchScorer:
             {
                 contract.id: valid.column(contract.id),
                 contract.outputs.score: pa.array(scores, pa.float32()),
-                contract.outputs.label: pa.array(scores >= contract.outputs.threshold),
+                contract.outputs.label: pa.array(scores >= contract.outputs.decision_threshold),
                 "model_version": pa.repeat(
                     pa.scalar(self.predictor.model_version, pa.string()), valid.num_rows
                 ),

@@ -8,6 +8,7 @@ model outputs. Everything else in shipml is generated from a loaded `Contract`.
 from __future__ import annotations
 
 import re
+import struct
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -304,6 +305,15 @@ class Outputs(_Strict):
     score: Annotated[str, Field(pattern=NAME_PATTERN)] = "score"
     label: Annotated[str, Field(pattern=NAME_PATTERN)] = "label"
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+
+    @property
+    def decision_threshold(self) -> float:
+        """The threshold as a model's float32 scores meet it: its nearest float32, as numpy compares
+        float32 scores with a float (NEP 50). Every path that labels a score (the API, the stream,
+        batch, replay, evaluation) compares with it, so a score at the threshold gets one label
+        everywhere; compared with the float itself, a score equal to a threshold whose float32
+        rounds down (0.7) would be labelled differently."""
+        return struct.unpack("<f", struct.pack("<f", self.threshold))[0]
 
 
 class Serving(_Strict):

@@ -60,7 +60,7 @@ def replay(
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[0].name
     fields = [f.name for f in contract.features if f.name in table.column_names]
-    threshold = contract.outputs.threshold
+    threshold = contract.outputs.decision_threshold  # as every path labels a score
     request_ids: list[str] = []
     for first in range(0, table.num_rows, CHUNK_ROWS):
         chunk = table.slice(first, CHUNK_ROWS)
