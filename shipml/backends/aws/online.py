@@ -42,6 +42,14 @@ from shipml.errors import FeatureSourceUnavailable, OnlineStoreWriteError, Shipm
 PARTITION_KEY = "entity"
 SORT_KEY = "feature_group"
 KEY_ATTRIBUTES = (PARTITION_KEY, SORT_KEY)
+_KEYS = frozenset(KEY_ATTRIBUTES)
+
+try:  # the clients' errors; botocore comes with every host that makes a DynamoDB client
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    _CALL_ERRORS: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
+except ImportError:  # pragma: no cover - an interpreter without botocore makes no such call
+    _CALL_ERRORS = ()
 READ_BATCH = 100  # BatchGetItem's limit
 WRITE_BATCH = 25  # BatchWriteItem's limit
 
@@ -177,23 +185,24 @@ class DynamoDbOnlineStore(OnlineStore):
     def get_many(self, group: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The items found (missing keys are absent). Raises `FeatureSourceUnavailable` on errors
         or when UnprocessedKeys remain at the deadline."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        unique = list(dict.fromkeys(str(k) for k in keys))
+        unique = list(dict.fromkeys(map(str, keys)))
         deadline = self._clock() + self.read_deadline_s
         found: dict[str, dict[str, Any]] = {}
+        table = self.table_name
         for first in range(0, len(unique), READ_BATCH):
             pending: list[dict[str, Any]] = [item_key(group, k) for k in unique[first : first + READ_BATCH]]
             attempt = 0
             while pending:
                 try:
-                    response = self.client.batch_get_item(RequestItems={self.table_name: {"Keys": pending}})
-                except (BotoCoreError, ClientError) as exc:
+                    response = self.client.batch_get_item(RequestItems={table: {"Keys": pending}})
+                except _CALL_ERRORS as exc:
                     raise FeatureSourceUnavailable(f"online store lookup failed: {exc}") from None
-                for item in response.get("Responses", {}).get(self.table_name, []):
-                    values = {n: _from_attribute(a) for n, a in item.items() if n not in KEY_ATTRIBUTES}
-                    found[item[PARTITION_KEY]["S"]] = values
-                pending = response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+                for item in response.get("Responses", {}).get(table, ()):
+                    found[item[PARTITION_KEY]["S"]] = {
+                        n: _from_attribute(a) for n, a in item.items() if n not in _KEYS
+                    }
+                unprocessed = response.get("UnprocessedKeys")
+                pending = unprocessed.get(table, {}).get("Keys", []) if unprocessed else []
                 if pending:
                     delay = self._backoff(attempt, self.read_base_delay_s)
                     attempt += 1
