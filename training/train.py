@@ -514,6 +514,12 @@ def run(paths: Paths, raw_hyperparameters: Mapping[str, Any]) -> None:
             f"({time.monotonic() - started:.1f} s)"
         )
     if distributed:
+        # Every rank leaves together: the process group is torn down collectively, as PyTorch
+        # documents. A rank that tore it down and exited while rank 0 was still exporting
+        # sometimes aborted in gloo's teardown ("terminate called without an active exception",
+        # SIGABRT) and failed the run. If rank 0 fails instead, torchrun stops the waiting ranks.
+        dist.barrier()
+        del ddp
         dist.destroy_process_group()
 
 
