@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shipml.contract.schema import Contract, Segment
+from shipml.contract.schema import Contract, Segment, float32_threshold
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -48,8 +48,8 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     if rows == 0:
         return {"rows": 0}
     # Labelled as every path labels a score: against the threshold's float32 (the model's scores
-    # are float32; see `Outputs.decision_threshold`).
-    predicted = scores >= float(np.float32(threshold))
+    # are float32); the report keeps the threshold as the contract states it.
+    predicted = scores >= float32_threshold(threshold)
     truth = labels > 0.5
     tp = int(np.sum(predicted & truth))
     fp = int(np.sum(predicted & ~truth))

@@ -280,6 +280,23 @@ def _last_json_line(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def aws_settings(contract: Path | str, **overrides: Any) -> Any:
+    """Settings of the aws backend for the example model (bucket `artifacts`, table `online`,
+    stream `capture`, version 1), with `overrides`."""
+    from shipml.settings import Settings
+
+    values = {
+        "backend": "aws",
+        "contract": contract,
+        "model": "fraud",
+        "model_version": "1",
+        "artifact_bucket": "artifacts",
+        "online_table": "online",
+        "capture_stream": "capture",
+    }
+    return Settings(**(values | overrides))
+
+
 def create_online_table(dynamodb: Any, name: str) -> None:
     """The online-feature table's key schema (as `stacks/online_features_construct.py` declares it)
     in a moto or Stubber-backed DynamoDB client."""

@@ -269,9 +269,16 @@ def monitoring_world(tmp_path_factory: pytest.TempPathFactory) -> MonitoringWorl
 
 
 def artifact_for(
-    contract_path: Path, folder: Path, *, seed: int = 0, auc: float = 0.9, bias: float = -2.0
+    contract_path: Path,
+    folder: Path,
+    *,
+    seed: int = 0,
+    auc: float = 0.9,
+    bias: float = -2.0,
+    onnx_bytes: bytes | None = None,
 ) -> Path:
-    """A valid tiny-logistic artifact for the contract at `contract_path` (any scope, any contract)."""
+    """A valid tiny-logistic artifact for the contract at `contract_path` (any scope, any contract);
+    `onnx_bytes` replaces the seeded logistic graph."""
     from shipml.artifact import ModelCard, write_artifact
 
     contract = load_contract(contract_path)
@@ -292,7 +299,7 @@ def artifact_for(
     )
     return write_artifact(
         folder,
-        onnx_bytes=logistic_onnx(encoder.width, seed=seed, bias=bias),
+        onnx_bytes=onnx_bytes or logistic_onnx(encoder.width, seed=seed, bias=bias),
         contract_path=contract_path,
         card=card,
     )

@@ -15,6 +15,14 @@ import gc
 # spent scanning objects that live as long as the process. A process that imports this module
 # with its collector off (or whose import fails here) gets it back as it was.
 _collecting = gc.isenabled()
+
+
+def _resume() -> None:
+    """The collector as the importer had it."""
+    if _collecting:
+        gc.enable()
+
+
 gc.disable()
 try:
     import json
@@ -30,8 +38,7 @@ try:
 
     logger = Logger(service="shipml")
 except BaseException:
-    if _collecting:
-        gc.enable()
+    _resume()
     raise
 
 _runtime: dict[str, Any] = {}
@@ -61,8 +68,7 @@ def _start_tracing() -> None:
 try:
     _start_tracing()
 except BaseException:
-    if _collecting:
-        gc.enable()
+    _resume()
     raise
 
 
@@ -87,8 +93,7 @@ def _settle() -> None:
     pause saved. Elsewhere (tests and tools importing this module) nothing is frozen."""
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
         gc.freeze()
-    if _collecting:
-        gc.enable()
+    _resume()
 
 
 def _cold_start(build: Callable[[], tuple[Mangum, Any]] = _build) -> None:

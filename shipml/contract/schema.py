@@ -301,6 +301,15 @@ class Feature(_Strict):
         return not self.required or (self.looked_up and self.on_missing == "default")
 
 
+def float32_threshold(threshold: float) -> float:
+    """`threshold` as a model's float32 scores meet it: its nearest float32, as numpy compares
+    float32 scores with a float (NEP 50). Every path that labels a score (the API, the stream,
+    batch, replay, evaluation) compares with it, so a score at the threshold gets one label
+    everywhere; compared with the float itself, a score equal to a threshold whose float32 rounds
+    down (0.7) would be labelled differently."""
+    return struct.unpack("<f", struct.pack("<f", threshold))[0]
+
+
 class Outputs(_Strict):
     score: Annotated[str, Field(pattern=NAME_PATTERN)] = "score"
     label: Annotated[str, Field(pattern=NAME_PATTERN)] = "label"
@@ -308,12 +317,8 @@ class Outputs(_Strict):
 
     @property
     def decision_threshold(self) -> float:
-        """The threshold as a model's float32 scores meet it: its nearest float32, as numpy compares
-        float32 scores with a float (NEP 50). Every path that labels a score (the API, the stream,
-        batch, replay, evaluation) compares with it, so a score at the threshold gets one label
-        everywhere; compared with the float itself, a score equal to a threshold whose float32
-        rounds down (0.7) would be labelled differently."""
-        return struct.unpack("<f", struct.pack("<f", self.threshold))[0]
+        """The threshold every path labels a score with (see `float32_threshold`)."""
+        return float32_threshold(self.threshold)
 
 
 class Serving(_Strict):

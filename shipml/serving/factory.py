@@ -78,7 +78,7 @@ def aws_context(
     from botocore.config import Config
 
     from shipml.backends.aws.blob import S3BlobStore
-    from shipml.backends.aws.clients import make_client, new_session, read_secret
+    from shipml.backends.aws.clients import make_client, new_session, pii_hash_key
     from shipml.backends.aws.online import DynamoDbOnlineStore, serving_client
     from shipml.backends.aws.sinks import EmfMetricsSink, FirehoseCaptureSink
 
@@ -106,9 +106,7 @@ def aws_context(
         if settings.hash_key_secret or contract.http_sources
         else None
     )
-    hash_key = settings.hash_key.encode()
-    if settings.hash_key_secret:
-        hash_key = read_secret(secrets, settings.hash_key_secret)
+    hash_key = pii_hash_key(settings, secrets)
     source = PinnedBlobModelSource(blobs, settings.model, version, cache_dir / "models")
     holder = ModelHolder(
         source,

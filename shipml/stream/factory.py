@@ -89,6 +89,7 @@ def _aws_parts(
     from botocore.config import Config
 
     from shipml.backends.aws.blob import S3BlobStore
+    from shipml.backends.aws.clients import make_client, pii_hash_key
     from shipml.backends.aws.online import DynamoDbOnlineStore
     from shipml.backends.aws.sinks import EmfMetricsSink, FirehoseCaptureSink
     from shipml.stream.aws import LiveParameterModelSource
@@ -114,12 +115,8 @@ def _aws_parts(
     metrics = EmfMetricsSink(
         namespace="shipml", service=settings.model, default_dimensions={"model": settings.model}
     )
-    hash_key = settings.hash_key.encode()
-    if settings.hash_key_secret:
-        from shipml.backends.aws.clients import read_secret
-
-        hash_key = read_secret(session.client("secretsmanager", config=quick), settings.hash_key_secret)
-    return source, online, capture, metrics, hash_key
+    secrets = make_client(session, "secretsmanager", config=quick) if settings.hash_key_secret else None
+    return source, online, capture, metrics, pii_hash_key(settings, secrets)
 
 
 def _output(stream: StreamSettings, settings: Settings, session: Any) -> DecisionSink:

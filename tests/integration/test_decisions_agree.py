@@ -8,20 +8,24 @@ threshold), or just below the next float32 up (so it does not).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
 
-from shipml.artifact import ModelCard, load_artifact, write_artifact
+from shipml.artifact import load_artifact
 from shipml.batch.scorer import BatchScorer
 from shipml.contract import FeatureEncoder, Masker, load_contract
 from shipml.evaluation import binary_metrics
 from shipml.monitoring.replay import replay
 from shipml.predict import Predictor
-from tests.conftest import CONTRACT_PATH, _CollectingCapture, valid_request, weighted_logistic_onnx
+from tests.conftest import (
+    CONTRACT_PATH,
+    _CollectingCapture,
+    artifact_for,
+    valid_request,
+    weighted_logistic_onnx,
+)
 
 
 def _constant_model(width: int, input_name: str) -> tuple[bytes, np.float32]:
@@ -41,21 +45,7 @@ def _artifact(tmp_path, threshold_for):
     path = tmp_path / "contract.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     assert load_contract(path).outputs.threshold == threshold  # written and read back exactly
-    card = ModelCard(
-        model_name=contract.model,
-        created_at=datetime.now(UTC),
-        data_fingerprint="sha256:test",
-        code_version="test",
-        parameters={},
-        metrics={"overall": {"auc": 0.5, "rows": 100}},
-        baseline={},
-        input_name=encoder.input_name,
-        feature_names=encoder.feature_names,
-        threshold=threshold,
-        framework="onnx.helper",
-        onnx_opset=17,
-    )
-    folder = write_artifact(tmp_path / "artifact", onnx_bytes=onnx_bytes, contract_path=path, card=card)
+    folder = artifact_for(path, tmp_path / "artifact", auc=0.5, onnx_bytes=onnx_bytes)
     return load_artifact(folder), score, threshold
 
 

@@ -112,7 +112,7 @@ COLD_START_IMPORTS = """
 import io, json, sys
 from pathlib import Path
 from shipml.serving.factory import aws_context
-from shipml.settings import Settings
+from tests.builders import aws_settings
 
 artifact, contract, cache = sys.argv[1:4]
 
@@ -129,10 +129,7 @@ class Clients:
     def get_secret_value(self, SecretId):
         return {"SecretString": "k" * 32}
 
-settings = Settings(
-    backend="aws", contract=contract, model="fraud", model_version="3", artifact_bucket="artifacts",
-    online_table="online", capture_stream="capture", hash_key_secret="pii-key",
-)
+settings = aws_settings(contract, model_version="3", hash_key_secret="pii-key")
 context = aws_context(settings, session=Clients(), cache_dir=Path(cache))
 print(json.dumps({
     "model": context.holder.status().version,

@@ -150,6 +150,12 @@ def test_log_lines_carry_the_lambda_context_and_the_correlation_id(handler, monk
     assert logged().get("correlation_id") is None
 
 
+def _outside_lambda(**values: str) -> dict[str, str]:
+    """This process's environment without the Lambda runtime's variables, plus `values`."""
+    lambda_names = ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE")
+    return {k: v for k, v in os.environ.items() if k not in lambda_names} | values
+
+
 COLLECTOR_DURING_INIT = """
 import gc, json, sys
 
@@ -195,11 +201,8 @@ print(json.dumps(seen))
 def test_the_collector_is_paused_while_initialising_then_runs_again(on_lambda):
     """In a fresh interpreter: the imports and the build run with the cyclic collector paused; it
     runs again afterwards, even after a failed build; on Lambda what init made is frozen first."""
-    lambda_names = ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE")
-    env = {k: v for k, v in os.environ.items() if k not in lambda_names}
-    if on_lambda:
-        env |= {"AWS_LAMBDA_FUNCTION_NAME": "shipml-inference", "POWERTOOLS_TRACE_DISABLED": "true"}
-    seen = run_fresh_python(COLLECTOR_DURING_INIT, env=env)
+    on = {"AWS_LAMBDA_FUNCTION_NAME": "shipml-inference", "POWERTOOLS_TRACE_DISABLED": "true"}
+    seen = run_fresh_python(COLLECTOR_DURING_INIT, env=_outside_lambda(**(on if on_lambda else {})))
     assert (seen["while_importing"], seen["while_building"]) == (False, False)
     assert (seen["after_import"], seen["after_build"], seen["after_a_failed_build"]) == (True, True, True)
     if on_lambda:
@@ -238,12 +241,7 @@ print(json.dumps({"kept_off": kept_off, "on_after_a_failed_import": gc.isenabled
 
 
 def test_the_collector_is_left_as_the_importer_had_it():
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE")
-    }
-    assert run_fresh_python(COLLECTOR_AS_FOUND, env=env) == {
+    assert run_fresh_python(COLLECTOR_AS_FOUND, env=_outside_lambda()) == {
         "kept_off": True,
         "on_after_a_failed_import": True,
     }

@@ -50,22 +50,13 @@ def test_a_missing_or_empty_secret_is_named_never_its_value(moto_aws):
 
 def test_the_stream_consumer_reads_its_hash_key_from_the_secret(moto_aws, tmp_path):
     from shipml.contract import load_contract
-    from shipml.settings import Settings
     from shipml.stream.factory import _aws_parts
+    from tests.builders import aws_settings
     from tests.conftest import CONTRACT_PATH
 
     secrets = moto_aws.client("secretsmanager")
     arn = secrets.create_secret(Name="pii-key", SecretString="s" * 32)["ARN"]
-    settings = Settings(
-        backend="aws",
-        contract=CONTRACT_PATH,
-        model="fraud",
-        model_version="1",
-        artifact_bucket="artifacts",
-        online_table="online",
-        capture_stream="capture",
-        hash_key_secret=arn,
-    )
+    settings = aws_settings(CONTRACT_PATH, hash_key_secret=arn)
     *_, hash_key = _aws_parts(settings, load_contract(CONTRACT_PATH), moto_aws, tmp_path)
     assert hash_key == b"s" * 32
     *_, default_key = _aws_parts(

@@ -12,9 +12,12 @@ A session here is a `botocore.session.Session` (the default; its `create_client`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipml.errors import ShipmlError
+
+if TYPE_CHECKING:
+    from shipml.settings import Settings
 
 
 def new_session() -> Any:
@@ -52,3 +55,11 @@ def read_secret(client: Any, secret_id: str) -> bytes:
     if not isinstance(value, bytes) or not value:
         raise ShipmlError(f"the secret {secret_id} has no value")
     return value
+
+
+def pii_hash_key(settings: Settings, secrets: Any) -> bytes:
+    """The key that hashes PII fields: the secret `SHIPML_HASH_KEY_SECRET` names, read with
+    `secrets` (a Secrets Manager client), else the settings' own key."""
+    if settings.hash_key_secret:
+        return read_secret(secrets, settings.hash_key_secret)
+    return settings.hash_key.encode()
