@@ -74,6 +74,10 @@ print(json.dumps({
     "imported_from_outside": outside,
     "onnxruntime": sys.modules["onnxruntime"].__file__ if "onnxruntime" in sys.modules else None,
     "captured": len(captured),
+    "pydantic_v1": (
+        "absent" if sys.modules.get("pydantic.v1", False) is None
+        else "imported" if "pydantic.v1" in sys.modules else "not imported"
+    ),
 }))
 """
 
@@ -127,8 +131,17 @@ def invoke(built_bundle: tuple[Path, BundleReport], tmp_path: Path) -> Callable[
     bundle, _ = built_bundle
 
     def run(
-        *events: dict[str, Any], root: Path = tmp_path / "shipml", memory_capture: bool = False
+        *events: dict[str, Any],
+        root: Path = tmp_path / "shipml",
+        memory_capture: bool = False,
+        lambda_runtime: bool = False,
     ) -> dict[str, Any]:
+        # The Lambda runtime names the function; tracing stays off, as the X-Ray SDK needs
+        # botocore, which Lambda provides and this isolated interpreter lacks.
+        on_lambda = {
+            "AWS_LAMBDA_FUNCTION_NAME": "shipml-fraud-dev-serving",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
@@ -139,7 +152,7 @@ def invoke(built_bundle: tuple[Path, BundleReport], tmp_path: Path) -> Callable[
             "POWERTOOLS_SERVICE_NAME": "shipml-fraud",
             "POWERTOOLS_METRICS_NAMESPACE": "shipml",
             "LAMBDA_TASK_ROOT": str(bundle),
-        }
+        } | (on_lambda if lambda_runtime else {})
         return run_in_bundle(
             bundle, _DRIVER, json.dumps(list(events)), "memory-capture" if memory_capture else "", env=env
         )
@@ -189,6 +202,15 @@ def test_ping_and_health_answer_under_python_312_with_only_the_bundle(invoke: Ca
     assert result["imported_from_outside"] == []
 
 
+def _live_model(root: Path, make_artifact: Callable[..., Path]) -> Path:
+    """A local registry under `root` with a model registered, approved and promoted to live."""
+    registry = local_backends(root).registry
+    version = registry.register("fraud", make_artifact())
+    registry.approve("fraud", version.version)
+    registry.set_alias("fraud", "live", version.version)
+    return root
+
+
 def test_a_live_model_is_served_through_the_pruned_onnxruntime(
     invoke: Callable[..., Any],
     built_bundle: tuple[Path, BundleReport],
@@ -198,11 +220,7 @@ def test_a_live_model_is_served_through_the_pruned_onnxruntime(
     tmp_path: Path,
 ) -> None:
     # Given a model registered, approved and promoted to live in the local registry
-    root = tmp_path / "registry-root"
-    registry = local_backends(root).registry
-    version = registry.register("fraud", make_artifact())
-    registry.approve("fraud", version.version)
-    registry.set_alias("fraud", "live", version.version)
+    root = _live_model(tmp_path / "registry-root", make_artifact)
 
     # When API Gateway sends GET /ping and POST /predict
     result = invoke(
@@ -219,6 +237,32 @@ def test_a_live_model_is_served_through_the_pruned_onnxruntime(
     assert predict["statusCode"] == 200, predict["body"]
     assert 0.0 <= json.loads(predict["body"])[contract.outputs.score] <= 1.0
     assert result["captured"] == 1
+    assert result["imported_from_outside"] == []
+
+
+def test_on_lambda_the_app_is_built_and_documented_without_pydantic_v1(
+    invoke: Callable[..., Any],
+    make_artifact: Callable[..., Path],
+    request_body: Callable[..., dict],
+    tmp_path: Path,
+) -> None:
+    """With the Lambda runtime's environment, the handler marks `pydantic.v1` absent (a cold-start
+    saving): the bundle's FastAPI builds every route, serves a prediction and documents the API."""
+    root = _live_model(tmp_path / "registry-root", make_artifact)
+
+    result = invoke(
+        api_event("POST", "/predict", request_body()),
+        api_event("GET", "/openapi.json"),
+        root=root,
+        memory_capture=True,
+        lambda_runtime=True,
+    )
+
+    predict, openapi = result["responses"]
+    assert predict["statusCode"] == 200, predict["body"]
+    assert openapi["statusCode"] == 200, openapi["body"]
+    assert {"/predict", "/predict/batch", "/health"} <= set(json.loads(openapi["body"])["paths"])
+    assert result["pydantic_v1"] == "absent"
     assert result["imported_from_outside"] == []
 
 
