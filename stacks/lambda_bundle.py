@@ -6,6 +6,8 @@ Layout of the bundle (the function's /var/task), handler `functions/inference/ha
     shipml/                      the runtime library, copied from the source tree
     functions/inference/         the handler package (Lambda imports `functions.inference.handler`)
     examples/fraud/contract.yaml the model's contract (settings.contract_path), read at cold start
+    examples/fraud/contract.yaml.json   its JSON rendition (shipml.contract.loader.write_rendition):
+                                 read instead of the YAML, so a cold start never imports PyYAML
 
 The dependencies are installed with pip's cross-platform options (manylinux wheels for CPython 3.12
 on the function's architecture, binary only, nothing compiled), pruned of what serving never
@@ -336,6 +338,10 @@ def build_bundle(
         destination = output_dir / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(spec.repo_root / relative, destination)
+    # The contract's JSON rendition, which a cold start reads instead of importing the YAML library.
+    from shipml.contract.loader import write_rendition
+
+    write_rendition(output_dir / spec.contract_path)
     found = heavy_packages(output_dir, spec.forbidden)
     if found:
         raise BundleError(f"the bundle contains {', '.join(found)}; it must not")

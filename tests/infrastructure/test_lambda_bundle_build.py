@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from shipml.contract.loader import rendition_path
+from shipml.errors import ContractError
 from stacks import lambda_bundle
 from stacks.lambda_bundle import BundleError, BundleSpec
 
 CONTRACT = "examples/fraud/contract.yaml"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -28,7 +31,7 @@ def _repo(tmp_path: Path) -> Path:
     (root / "shipml").mkdir()
     (root / "shipml" / "__init__.py").write_text("")
     (root / "examples" / "fraud").mkdir(parents=True)
-    (root / CONTRACT).write_text("model: fraud\n")
+    (root / CONTRACT).write_bytes((REPO / CONTRACT).read_bytes())
     return root
 
 
@@ -90,6 +93,7 @@ def test_build_prunes_caches_and_lays_out_the_bundle(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert (out / "functions" / "inference" / "handler.py").is_file()
     assert (out / CONTRACT).is_file() and (out / "shipml" / "__init__.py").is_file()
+    assert rendition_path(out / CONTRACT).is_file()  # read at a cold start instead of the YAML
     assert not (out / "functions" / "inference" / "requirements.txt").exists()
     assert not list(out.glob("**/__pycache__"))
     # Pruned: tests, stubs, headers, tooling, the unused C API library; kept: the extension modules.
@@ -105,6 +109,14 @@ def test_build_prunes_caches_and_lays_out_the_bundle(tmp_path: Path) -> None:
     assert report.installed_bytes == sum(LEAN_PACKAGE.values())
     assert report.bundle_bytes == lambda_bundle.tree_bytes(out)
     assert report.cache_hit is False and len(pip.calls) == 1
+
+
+def test_an_invalid_contract_fails_the_build_not_a_cold_start(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    (root / CONTRACT).write_text("model: fraud\n")
+
+    with pytest.raises(ContractError, match=r"contract.yaml: invalid contract:\n  id: Field required"):
+        lambda_bundle.build_bundle(_spec(root), tmp_path / "out", run=FakePip(LEAN_PACKAGE))
 
 
 def test_a_second_build_reuses_the_cache_and_a_new_pin_does_not(tmp_path: Path) -> None:

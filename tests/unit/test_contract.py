@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from shipml.contract import FieldType, build_request_model, load_contract, parse_contract
+from shipml.contract import FieldType, build_request_model, load_contract, loader, parse_contract
+from shipml.contract.loader import rendition_path, write_rendition
 from shipml.errors import ContractError
+from tests.builders import run_fresh_python
 
 
 @pytest.fixture
@@ -137,6 +140,86 @@ def test_unreadable_and_non_yaml_files_are_clear_errors(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ContractError, match="a contract is a YAML mapping"):
         load_contract(bad)
+    bad.write_bytes(b"model: fr\xe4ud\n")  # Latin-1, not UTF-8
+    with pytest.raises(ContractError, match=r"bad.yaml: not UTF-8 text \(byte 9\)"):
+        load_contract(bad)
+
+
+def test_loads_of_the_same_text_share_one_contract(contract_path, tmp_path):
+    """A model's artifact carries a copy of its contract file: checking it against the server's
+    own is then no second parse."""
+    copy_of = tmp_path / "contract.yaml"
+    copy_of.write_bytes(contract_path.read_bytes())
+
+    assert load_contract(copy_of) is load_contract(contract_path)
+    copy_of.write_bytes(contract_path.read_bytes() + b"# edited\n")
+    assert load_contract(copy_of) is not load_contract(contract_path)
+    assert load_contract(copy_of) == load_contract(contract_path)
+
+
+def _bundled(contract_path: Path, folder: Path) -> Path:
+    """The contract as a Lambda bundle carries it: the file and its JSON rendition."""
+    folder.mkdir()
+    bundled = folder / "contract.yaml"
+    bundled.write_bytes(contract_path.read_bytes())
+    assert write_rendition(bundled) == rendition_path(bundled) == folder / "contract.yaml.json"
+    return bundled
+
+
+NO_YAML = """
+import json, sys
+sys.modules["yaml"] = None  # PyYAML cannot be imported
+from shipml.contract import load_contract
+try:
+    print(json.dumps({"model": load_contract(sys.argv[1]).model}))
+except ImportError:
+    print(json.dumps({"model": None}))
+"""
+
+
+def test_a_contract_with_its_rendition_loads_without_the_yaml_library(contract_path, tmp_path):
+    bundled = _bundled(contract_path, tmp_path / "bundle")
+    alone = tmp_path / "contract.yaml"
+    alone.write_bytes(contract_path.read_bytes())
+
+    assert run_fresh_python(NO_YAML, str(bundled)) == {"model": "fraud"}
+    assert run_fresh_python(NO_YAML, str(alone)) == {"model": None}  # without one, the YAML is parsed
+    json_document = parse_contract(json.loads(rendition_path(bundled).read_text())["contract"])
+    assert json_document == load_contract(contract_path)
+
+
+def test_a_rendition_of_other_bytes_or_unreadable_is_ignored(contract_path, tmp_path):
+    bundled = _bundled(contract_path, tmp_path / "bundle")
+    # The file edited after its rendition was written: the rendition is stale, the file wins.
+    bundled.write_text(bundled.read_text().replace("description: Scores", "description: Now scores", 1))
+    assert load_contract(bundled).description.startswith("Now scores")
+    # A rendition that is not JSON, or names no digest: ignored.
+    for broken in ("{not json", '{"contract": {}}', "[]"):
+        rendition_path(bundled).write_text(broken)
+        bundled.write_text(bundled.read_text() + "#\n")  # new bytes, so no earlier load answers
+        assert load_contract(bundled).description.startswith("Now scores")
+
+
+def test_an_invalid_contract_gets_no_rendition(raw, tmp_path):
+    bad = tmp_path / "contract.yaml"
+    bad.write_text(yaml.safe_dump(_break(raw, lambda r: r.pop("features"))))
+    with pytest.raises(ContractError, match="invalid contract"):
+        write_rendition(bad)
+    assert not rendition_path(bad).exists()
+
+
+def test_a_document_json_cannot_carry_gets_no_rendition(contract_path, tmp_path, monkeypatch):
+    """JSON lacks some of YAML's values (dates, non-text keys): then no rendition, and a cold start
+    parses the YAML."""
+    bundled = tmp_path / "contract.yaml"
+    bundled.write_bytes(contract_path.read_bytes())
+
+    def cannot(*args, **kwargs):
+        raise TypeError("Object of type date is not JSON serializable")
+
+    monkeypatch.setattr(loader.json, "dumps", cannot)
+    assert write_rendition(bundled) is None
+    assert not rendition_path(bundled).exists()
 
 
 # ---- the generated request model -------------------------------------------------------------
