@@ -136,7 +136,7 @@ class InMemoryAws:
 TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled={sampled}"
 
 
-def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = False):
+def our_handler(root: Path, artifact: Path, cache_dir: Path, contract: Path, *, sampled: bool = False):
     """The real handler, with its context built exactly as on Lambda (`aws_context`: the artifact
     from S3 unpacked into `cache_dir`, the PII hash key from Secrets Manager, DynamoDB online
     features, Firehose capture, EMF metrics), on in-memory AWS clients, through the handler
@@ -163,7 +163,7 @@ def our_handler(root: Path, artifact: Path, cache_dir: Path, *, sampled: bool = 
 
         settings = Settings(
             backend="aws",
-            contract=CONTRACT,
+            contract=contract,
             model="fraud",
             model_version="1",
             artifact_bucket="artifacts",
