@@ -66,10 +66,11 @@ def write_artifact(
 ) -> Path:
     """Write a complete artifact folder at `dest_dir` atomically (it must not exist yet)."""
     dest = Path(dest_dir)
-    contract_text = Path(contract_path).read_text(encoding="utf-8")
+    # Byte for byte: a server that loaded the same file then shares its parse (`load_contract`).
+    contract_bytes = Path(contract_path).read_bytes()
     with atomic.atomic_dir(dest) as tmp:
         (tmp / MODEL_FILE).write_bytes(onnx_bytes)
-        (tmp / CONTRACT_FILE).write_text(contract_text, encoding="utf-8")
+        (tmp / CONTRACT_FILE).write_bytes(contract_bytes)
         (tmp / CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
         manifest = {"algorithm": "sha256", "files": {name: sha256_file(tmp / name) for name in PAYLOAD_FILES}}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")

@@ -136,6 +136,9 @@ class BundleReport:
     install_seconds: float = 0.0
     bundle_seconds: float = 0.0
     sources: list[str] = field(default_factory=list)
+    # The contract's JSON rendition in the bundle, or None where JSON cannot carry the document
+    # (its cold starts then import PyYAML and parse the YAML).
+    contract_rendition: str | None = None
 
     @property
     def bundle_mb(self) -> float:
@@ -145,9 +148,11 @@ class BundleReport:
         """One line for the synth log."""
         saved = sum(self.pruned_bytes.values())
         origin = "cached" if self.cache_hit else f"installed in {self.install_seconds:.1f} s"
+        rendition = "" if self.contract_rendition else "; no JSON rendition of the contract (YAML parsed)"
         return (
             f"shipml Lambda bundle ({self.architecture}): {self.bundle_mb:.1f} MB unzipped; dependencies "
             f"{self.installed_bytes / _MB:.1f} MB installed, {saved / _MB:.1f} MB pruned ({origin})"
+            + rendition
         )
 
 
@@ -341,7 +346,8 @@ def build_bundle(
     # The contract's JSON rendition, which a cold start reads instead of importing the YAML library.
     from shipml.contract.loader import write_rendition
 
-    write_rendition(output_dir / spec.contract_path)
+    rendition = write_rendition(output_dir / spec.contract_path)
+    report.contract_rendition = rendition.relative_to(output_dir).as_posix() if rendition else None
     found = heavy_packages(output_dir, spec.forbidden)
     if found:
         raise BundleError(f"the bundle contains {', '.join(found)}; it must not")

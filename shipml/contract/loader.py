@@ -1,10 +1,11 @@
 """Loading a contract file, with errors that name the file, the field and the rule.
 
 Where start-up time counts (the Lambda bundles), the contract file travels with its JSON rendition
-(`write_rendition`): the document as JSON next to the file, with the SHA-256 of the file's bytes.
-`load_contract` reads the rendition instead of parsing YAML when that digest matches the file (a
-stale or foreign rendition is ignored), so a cold start never imports the YAML library (about
-12 ms). The result is the same: the document goes through the same validation either way.
+(`write_rendition`, a build output): the document as JSON next to the file, with the SHA-256 of the
+file's bytes. `load_contract` reads the rendition instead of parsing YAML when that digest matches
+the file, so a cold start never imports the YAML library (about 12 ms). The document goes through
+the same validation either way; a stale, foreign or unreadable rendition, or one whose document
+does not validate, is ignored and the YAML parsed, so the YAML file stays the source of truth.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def parse_contract(raw: Any, *, source: str = "<contract>") -> Contract:
 
 
 #: Contracts loaded by this process, by the SHA-256 of their file's bytes. A `Contract` is frozen,
-#: so one object serves every load of the same text: a model's artifact carries a copy of the
-#: contract file it was trained on, which a server then checks against its own without parsing it
-#: again.
+#: so one object serves every load of the same bytes: a model's artifact carries a byte-for-byte
+#: copy of the contract file it was trained on, which a server that loaded its own first then
+#: checks without parsing it again.
 _loaded: dict[str, Contract] = {}
+#: The rendition's layout; a file without it (or with another) is not a rendition this code wrote.
+RENDITION_FORMAT = 1
 
 
 def rendition_path(path: str | Path) -> Path:
@@ -78,7 +81,12 @@ def write_rendition(path: str | Path) -> Path | None:
     document = _parse_yaml(data, path)
     contract = parse_contract(document, source=str(path))  # an invalid contract is refused here
     try:
-        text = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "contract": document}, sort_keys=True)
+        rendition = {
+            "format": RENDITION_FORMAT,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "contract": document,
+        }
+        text = json.dumps(rendition, sort_keys=True)
     except (TypeError, ValueError):
         return None
     if parse_contract(json.loads(text)["contract"], source=str(path)) != contract:
@@ -95,10 +103,10 @@ def load_contract(path: str | Path) -> Contract:
     digest = hashlib.sha256(data).hexdigest()
     contract = _loaded.get(digest)
     if contract is None:
-        document = _rendition(path, digest)
-        if document is None:
-            document = _parse_yaml(data, path)
-        contract = _loaded[digest] = parse_contract(document, source=str(path))
+        contract = _from_rendition(path, digest)
+        if contract is None:
+            contract = parse_contract(_parse_yaml(data, path), source=str(path))
+        _loaded[digest] = contract
     return contract
 
 
@@ -124,12 +132,20 @@ def _parse_yaml(data: bytes, path: Path) -> Any:
         raise ContractError(f"{path}: not valid YAML: {exc}") from None
 
 
-def _rendition(path: Path, digest: str) -> Any | None:
-    """The document of `path`'s JSON rendition, or None when there is none or it renders other bytes."""
+def _from_rendition(path: Path, digest: str) -> Contract | None:
+    """The contract from `path`'s JSON rendition; None when there is none, it renders other bytes,
+    or its document does not validate (the YAML, parsed instead, then names what is wrong)."""
     try:
         rendition = json.loads(rendition_path(path).read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(rendition, dict) or rendition.get("sha256") != digest:
+    if (
+        not isinstance(rendition, dict)
+        or rendition.get("format") != RENDITION_FORMAT
+        or rendition.get("sha256") != digest
+    ):
         return None
-    return rendition.get("contract")
+    try:
+        return parse_contract(rendition.get("contract"), source=str(path))
+    except ContractError:
+        return None

@@ -177,8 +177,8 @@ class Feature(_Strict):
     default: Any = None
     input: bool = True
     # number / integer
-    min: float | None = None
-    max: float | None = None
+    min: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    max: Annotated[float | None, Field(allow_inf_nan=False)] = None
     transform: Literal["none", "log1p"] = "none"
     # category
     categories: list[str] | None = None
@@ -331,7 +331,7 @@ class Segment(_Strict):
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     feature: str
-    bins: list[float] | None = None
+    bins: list[Annotated[float, Field(allow_inf_nan=False)]] | None = None
 
     @field_validator("bins")
     @classmethod

@@ -94,6 +94,8 @@ def test_build_prunes_caches_and_lays_out_the_bundle(tmp_path: Path) -> None:
     assert (out / "functions" / "inference" / "handler.py").is_file()
     assert (out / CONTRACT).is_file() and (out / "shipml" / "__init__.py").is_file()
     assert rendition_path(out / CONTRACT).is_file()  # read at a cold start instead of the YAML
+    assert report.contract_rendition == f"{CONTRACT}.json"
+    assert "rendition" not in report.summary()
     assert not (out / "functions" / "inference" / "requirements.txt").exists()
     assert not list(out.glob("**/__pycache__"))
     # Pruned: tests, stubs, headers, tooling, the unused C API library; kept: the extension modules.

@@ -16,7 +16,9 @@ from shipml.artifact import (
     unpack,
     write_artifact,
 )
+from shipml.contract import load_contract
 from shipml.errors import ArtifactError
+from tests.conftest import artifact_for
 
 
 def test_round_trip(make_artifact, contract):
@@ -28,6 +30,18 @@ def test_round_trip(make_artifact, contract):
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     assert set(manifest["files"]) == {MODEL_FILE, CARD_FILE, "contract.yaml"}
     assert len(loaded.digest) == 64
+
+
+def test_the_contract_is_copied_byte_for_byte_and_its_parse_shared(contract_path, tmp_path):
+    """Line endings included: a server that loaded the same contract file shares its parse."""
+    crlf = tmp_path / "contract.yaml"
+    crlf.write_bytes(contract_path.read_bytes().replace(b"\n", b"\r\n"))
+    served = load_contract(crlf)
+
+    path = artifact_for(crlf, tmp_path / "artifact")
+
+    assert (path / "contract.yaml").read_bytes() == crlf.read_bytes()
+    assert load_artifact(path).contract is served
 
 
 def test_a_flipped_byte_in_the_model_is_refused(make_artifact):

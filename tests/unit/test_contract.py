@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -53,6 +54,10 @@ BAD_CONTRACTS = {
     "min above max": (
         lambda r: feature(r, "amount").update(min=10, max=1),
         "features[3] (amount): min (10.0) is above max (1.0)",
+    ),
+    "max not a number": (  # NaN would make every range check pass
+        lambda r: feature(r, "amount").update(max=float("nan")),
+        "features[3] (amount).max: Input should be a finite number",
     ),
     "duplicate feature": (
         lambda r: r["features"].append(dict(feature(r, "amount"))),
@@ -106,6 +111,10 @@ BAD_CONTRACTS = {
     "numeric segment without bins": (
         lambda r: r["segments"].append({"name": "amt", "feature": "amount"}),
         "give 'bins' to slice a numeric feature",
+    ),
+    "bin edge not finite": (
+        lambda r: r["segments"][2].update(bins=[10, float("nan")]),
+        "segments[2] (amount_band).bins[1]: Input should be a finite number",
     ),
     "bins not ascending": (
         lambda r: r["segments"][2].update(bins=[100, 10]),
@@ -193,11 +202,26 @@ def test_a_rendition_of_other_bytes_or_unreadable_is_ignored(contract_path, tmp_
     # The file edited after its rendition was written: the rendition is stale, the file wins.
     bundled.write_text(bundled.read_text().replace("description: Scores", "description: Now scores", 1))
     assert load_contract(bundled).description.startswith("Now scores")
-    # A rendition that is not JSON, or names no digest: ignored.
-    for broken in ("{not json", '{"contract": {}}', "[]"):
-        rendition_path(bundled).write_text(broken)
-        bundled.write_text(bundled.read_text() + "#\n")  # new bytes, so no earlier load answers
+    # Renditions of the file's very bytes that are not JSON, of another format, or hold a document
+    # that does not validate: ignored, the YAML parsed (and it names any error).
+    for edit, rendition in enumerate(
+        [
+            "{not json",
+            "[]",
+            {"format": 0},
+            {"contract": []},
+            {"contract": {"model": "fraud"}},
+        ]
+    ):
+        bundled.write_text(bundled.read_text() + f"# {edit}\n")  # new bytes: no earlier load answers
+        if not isinstance(rendition, str):
+            digest = hashlib.sha256(bundled.read_bytes()).hexdigest()
+            rendition = json.dumps({"format": 1, "sha256": digest, "contract": {}} | rendition)
+        rendition_path(bundled).write_text(rendition)
         assert load_contract(bundled).description.startswith("Now scores")
+    bundled.write_text("- a list\n")
+    with pytest.raises(ContractError, match="contract.yaml: a contract is a YAML mapping, got list"):
+        load_contract(bundled)
 
 
 def test_an_invalid_contract_gets_no_rendition(raw, tmp_path):
