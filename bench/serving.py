@@ -24,11 +24,11 @@ contract as the Lambda bundle carries it (the file and its JSON rendition, so Py
 imported) and is built by the handler module's own cold start, as in Lambda's init phase (the
 cyclic garbage collector paused for the imports and the build, then what they made frozen;
 `pydantic.v1` marked absent). Ours imports the X-Ray SDK and its first request is sampled, as a
-traced function's first request is. As on
-Lambda, no Parquet writer and no pyarrow. Both start from byte-compiled code: pip compiled the
-libraries when it installed them, and our package (installed in editable mode, so never compiled
-by pip, and left so where PYTHONDONTWRITEBYTECODE is set) and the benchmark's handlers module are
-compiled before the first start, so neither handler pays for compiling source at each start.
+traced function's first request is. As on Lambda, no Parquet writer and no pyarrow. Both start
+from byte-compiled code: pip compiled the libraries when it installed them, and our package
+(installed in editable mode, so never compiled by pip, and left so where PYTHONDONTWRITEBYTECODE
+is set) and the benchmark's handlers module are compiled before the first start, so neither
+handler pays for compiling source at each start.
 The bundle size comes from the real Lambda bundle (built for cp312, cached under .shipml/build).
 
 Prints a table, then one JSON line (lower is better everywhere):

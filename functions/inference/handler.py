@@ -23,6 +23,28 @@ def _resume() -> None:
         gc.enable()
 
 
+# Defined before the imports below, which call it: one guarded block starts the environment.
+def _start_tracing() -> None:
+    """X-Ray on Lambda (the function runs with active tracing unless the `tracing` setting is off).
+
+    Lambda itself records every invocation in the trace (and, on a cold start, its initialization);
+    Powertools' Tracer patches botocore, so each AWS call (the S3 artifact, DynamoDB lookups,
+    Firehose capture, Secrets Manager) is a subsegment of it. The handler is not wrapped in a
+    subsegment of its own (`Tracer.capture_lambda_handler`): that repeats what Lambda records and
+    cost about 0.1 ms of every invocation (bench/serving.py: overhead_vs_floor 1.9 instead of 1.2).
+    Only botocore is patched: patching every library the SDK knows imports whichever happen to be
+    installed, at each cold start. Elsewhere (tests, benchmarks, tools), or with
+    POWERTOOLS_TRACE_DISABLED=true, the X-Ray SDK is never imported."""
+    if (
+        not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        or os.environ.get("POWERTOOLS_TRACE_DISABLED") == "true"
+    ):
+        return
+    from aws_lambda_powertools import Tracer
+
+    Tracer(service="shipml", patch_modules=("botocore",))
+
+
 gc.disable()
 try:
     import json
@@ -46,39 +68,12 @@ try:
     from shipml.errors import ShipmlError
 
     logger = Logger(service="shipml")
+    _start_tracing()
 except BaseException:
     _resume()
     raise
 
 _runtime: dict[str, Any] = {}
-
-
-def _start_tracing() -> None:
-    """X-Ray on Lambda (the function runs with active tracing unless the `tracing` setting is off).
-
-    Lambda itself records every invocation in the trace (and, on a cold start, its initialization);
-    Powertools' Tracer patches botocore, so each AWS call (the S3 artifact, DynamoDB lookups,
-    Firehose capture, Secrets Manager) is a subsegment of it. The handler is not wrapped in a
-    subsegment of its own (`Tracer.capture_lambda_handler`): that repeats what Lambda records and
-    cost about 0.1 ms of every invocation (bench/serving.py: overhead_vs_floor 1.9 instead of 1.2).
-    Only botocore is patched: patching every library the SDK knows imports whichever happen to be
-    installed, at each cold start. Elsewhere (tests, benchmarks, tools), or with
-    POWERTOOLS_TRACE_DISABLED=true, the X-Ray SDK is never imported."""
-    if (
-        not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-        or os.environ.get("POWERTOOLS_TRACE_DISABLED") == "true"
-    ):
-        return
-    from aws_lambda_powertools import Tracer
-
-    Tracer(service="shipml", patch_modules=("botocore",))
-
-
-try:
-    _start_tracing()
-except BaseException:
-    _resume()
-    raise
 
 
 def _build() -> tuple[Mangum, Any]:

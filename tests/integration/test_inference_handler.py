@@ -5,15 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from functions.inference import handler as module
 from shipml.backends import LIVE, local_backends
 from tests.builders import LambdaContext, http_v2_event, rest_v1_event, run_fresh_python
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
